@@ -1,0 +1,53 @@
+"""Every setting of autologs, read once from `AUTOLOGS_*` environment variables.
+
+One frozen class so that a setting cannot drift between modules; the README lists each one.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AUTOLOGS_", frozen=True, extra="ignore")
+
+    # Kafka
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,host:port]")
+    topic_prefix: str = Field("autologs", description="Prefix of every topic name; tests use their own")
+    topic_partitions: int = Field(4, ge=1, description="Partitions of the topics autologs creates")
+    kafka_port: int = Field(9092, description="Port of the broker that `autologs broker start` runs")
+    kafka_controller_port: int = Field(9093, description="KRaft controller port of that broker")
+    kafka_version: str = Field("4.1.1", description="Apache Kafka version fetched from Maven Central")
+    kafka_heap: str = Field("512m", description="Java heap of the project's broker")
+    cache_dir: Path = Field(Path.home() / ".cache" / "autologs", description="Where the broker's jars are cached")
+
+    # ClickHouse
+    clickhouse_dsn: SecretStr | None = Field(
+        None, description="ClickHouse server DSN, e.g. http://user:pw@host:8123/db; unset = embedded chdb"
+    )
+    clickhouse_database: str = Field("autologs", description="Database holding the autologs tables")
+    data_dir: Path = Field(Path(".autologs"), description="Local state: chdb data, broker data, pid files, logs")
+
+    # Worker
+    web_port: int = Field(6066, description="Port of the worker's web server")
+    sink_max_rows: int = Field(20_000, ge=1, description="A sink buffer is flushed at this many rows...")
+    sink_max_delay_ms: int = Field(500, ge=1, description="...or when its oldest row is this old")
+    sink_max_buffered_rows: int = Field(200_000, ge=1, description="Consumption pauses above this many unwritten rows")
+    sink_retry_max_s: float = Field(30.0, description="Longest back-off between retries of a failing insert")
+    max_future_s: int = Field(24 * 3600, description="Events dated further in the future are rejected")
+
+    @property
+    def chdb_path(self) -> Path:
+        return (self.data_dir / "chdb").resolve()
+
+    @property
+    def embedded(self) -> bool:
+        return self.clickhouse_dsn is None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,81 @@
+"""Numbered DDL files applied in order and recorded in `schema_migrations`.
+
+A landed file is never edited: a change is a new file. Every statement uses IF NOT EXISTS, so a
+migration that died half-way is simply applied again.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from autologs.clickhouse import ClickHouse
+
+DDL_DIR = Path(__file__).resolve().parents[1] / "clickhouse" / "ddl"
+_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+@dataclass(frozen=True)
+class Migration:
+    number: int
+    name: str
+    path: Path
+
+    @property
+    def id(self) -> str:
+        return self.path.stem
+
+    def statements(self) -> list[str]:
+        text = "\n".join(line for line in self.path.read_text().splitlines() if not line.lstrip().startswith("--"))
+        return [s.strip() for s in re.split(r";\s*(?:\n|$)", text) if s.strip()]
+
+    def checksum(self) -> str:
+        return hashlib.sha256(self.path.read_bytes()).hexdigest()[:16]
+
+
+def discover(ddl_dir: Path = DDL_DIR) -> list[Migration]:
+    found = []
+    for path in sorted(ddl_dir.glob("*.sql")):
+        m = _NAME.match(path.name)
+        if not m:
+            raise ValueError(f"{path.name}: DDL files are named NNNN_name.sql")
+        found.append(Migration(int(m.group(1)), m.group(2), path))
+    numbers = [m.number for m in found]
+    if len(set(numbers)) != len(numbers):
+        raise ValueError(f"two DDL files share a number in {ddl_dir}")
+    return found
+
+
+def _ensure_ledger(ch: ClickHouse) -> None:
+    ch.ensure_database()
+    ch.command(
+        "CREATE TABLE IF NOT EXISTS {db}.schema_migrations (id String, checksum String, "
+        "applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = ReplacingMergeTree ORDER BY id "
+        "COMMENT 'DDL files applied by autologs migrate'"
+    )
+
+
+def applied(ch: ClickHouse) -> dict[str, str]:
+    _ensure_ledger(ch)
+    return dict(ch.rows("SELECT id, checksum FROM {db}.schema_migrations FINAL"))
+
+
+def plan(ch: ClickHouse, ddl_dir: Path = DDL_DIR) -> list[Migration]:
+    done = applied(ch)
+    for m in discover(ddl_dir):
+        if m.id in done and done[m.id] != m.checksum():
+            raise ValueError(f"{m.path.name} was edited after it was applied; landed DDL files are never "
+                             "edited: restore it and put the change in a new file.")
+    return [m for m in discover(ddl_dir) if m.id not in done]
+
+
+def migrate(ch: ClickHouse, ddl_dir: Path = DDL_DIR, progress=None) -> list[Migration]:
+    pending = plan(ch, ddl_dir)
+    for m in pending:
+        if progress:
+            progress(m)
+        for statement in m.statements():
+            ch.command(statement)
+        ch.insert("schema_migrations", [[m.id, m.checksum()]], ["id", "checksum"])
+    return pending

@@ -1,0 +1,244 @@
+"""Event shapes: the single source of truth for what travels on the events topic.
+
+One envelope, one model per `type`, joined in a union discriminated on `type` (validation without a
+discriminator is several times slower). Kafka carries the JSON bytes; nothing else redefines these.
+"""
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+from ipaddress import ip_address
+from typing import Annotated, Any, Literal, Union
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+
+MAX_PROPERTIES_BYTES = 50 * 1024
+MAX_FUTURE = timedelta(hours=24)
+INTERNAL_REQUEST = {"en": "internal request", "fr": "requête interne"}
+
+_EMAIL = re.compile(r"^[^@\s\"(),:;<>\[\]\\]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
+EVENT_NAME = r"^[A-Za-z0-9_-]{1,255}$"
+Id = Annotated[str, Field(min_length=1, max_length=128)]
+Name = Annotated[str, Field(max_length=512)]
+
+
+class Envelope(BaseModel):
+    """Fields every event carries. `ip` absent means the platform itself triggered the event."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    event_id: Id
+    account_id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+    occurred_at: datetime
+    contact_id: Annotated[int, Field(ge=0)] | None = None
+    email: str | None = None
+    ip: str | None = None
+    message_id: Annotated[str, Field(max_length=256)] | None = None
+    template_id: Annotated[int, Field(ge=0)] | None = None
+    campaign_id: Annotated[int, Field(ge=0)] | None = None
+    properties: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _utc_ms(cls, v: datetime) -> datetime:
+        if v.tzinfo is None:
+            v = v.replace(tzinfo=timezone.utc)
+        v = v.astimezone(timezone.utc)
+        v = v.replace(microsecond=v.microsecond // 1000 * 1000)
+        if v > datetime.now(timezone.utc) + MAX_FUTURE:
+            raise ValueError("occurred_at is more than 24 hours in the future")
+        return v
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None
+        if len(v) > 254 or not _EMAIL.match(v):
+            raise ValueError(f"not a valid email address: {v[:80]!r}")
+        return v.lower()
+
+    @field_validator("contact_id")
+    @classmethod
+    def _contact_id(cls, v: int | None) -> int | None:
+        return v or None  # webhooks send 0 for "no contact"
+
+    @field_validator("ip")
+    @classmethod
+    def _ip(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None
+        try:
+            return str(ip_address(v))
+        except ValueError:
+            raise ValueError(f"not an IP address: {v[:64]!r}") from None
+
+    @field_validator("properties")
+    @classmethod
+    def _properties_size(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if v and len(orjson.dumps(v)) > MAX_PROPERTIES_BYTES:
+            raise ValueError(f"properties exceed {MAX_PROPERTIES_BYTES // 1024} KB")
+        return v
+
+    @model_validator(mode="after")
+    def _has_contact(self):
+        if self.contact_id is None and self.email is None:
+            raise ValueError("the event names no contact: give contact_id or email (or both)")
+        return self
+
+
+# --- tracker -----------------------------------------------------------------------------------
+class TrackEvent(Envelope):
+    """A custom event sent with the tracker's `track` method (e.g. order_created)."""
+
+    type: Literal["track"]
+    event_name: Annotated[str, Field(pattern=EVENT_NAME)]
+
+
+class LinkClick(Envelope):
+    type: Literal["track_link"]
+    url: Annotated[str, Field(min_length=1, max_length=4096)]
+
+
+class PageView(Envelope):
+    type: Literal["page"]
+    url: Annotated[str, Field(min_length=1, max_length=4096)]
+    page_title: Name | None = None
+
+
+class Identify(Envelope):
+    type: Literal["identify"]
+
+
+# --- forms and lists -----------------------------------------------------------------------------
+class FormSubmitted(Envelope):
+    type: Literal["form"]
+    form_id: Id
+    form_name: Name = ""
+
+
+class ListAddition(Envelope):
+    type: Literal["list_addition"]
+    list_id: Id
+    list_name: Name = ""
+
+
+# --- campaign (marketing) email ------------------------------------------------------------------
+class _CampaignEmail(Envelope):
+    campaign_id: Annotated[int, Field(ge=0)]
+    campaign_name: Name = ""
+
+
+class CampaignOpened(_CampaignEmail):
+    type: Literal["campaign_opened"]
+
+
+class CampaignClicked(_CampaignEmail):
+    type: Literal["campaign_clicked"]
+    url: Annotated[str, Field(min_length=1, max_length=4096)]
+
+
+class CampaignUnsubscribed(_CampaignEmail):
+    type: Literal["campaign_unsubscribed"]
+
+
+# --- transactional (template) email --------------------------------------------------------------
+class _TemplateEmail(Envelope):
+    template_id: Annotated[int, Field(ge=0)]
+    template_name: Name = ""
+    message_id: Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class TemplateOpened(_TemplateEmail):
+    type: Literal["templates_opened"]
+
+
+class TemplateClicked(_TemplateEmail):
+    type: Literal["templates_clicked"]
+    url: Annotated[str, Field(min_length=1, max_length=4096)]
+
+
+class TemplateUnsubscribed(_TemplateEmail):
+    type: Literal["templates_unsubscribed"]
+
+
+# --- automation engine ---------------------------------------------------------------------------
+class _Automation(Envelope):
+    """Published by the automation engine; the scenario log and the enrollment state derive from these."""
+
+    automation_id: Id
+    automation_name: Name = ""
+    step_id: Annotated[str, Field(max_length=128)] = ""
+    # The scenario's entry point, and how many it has: start_id is shown only when it has several.
+    start_id: Annotated[str, Field(max_length=128)] = ""
+    entry_points: Annotated[int, Field(ge=1)] = 1
+
+
+class AutomationStarted(_Automation):
+    type: Literal["automation_started"]
+
+
+class AutomationRestarted(_Automation):
+    type: Literal["automation_restarted"]
+
+
+class AutomationStepReached(_Automation):
+    type: Literal["automation_step_reached"]
+    step_id: Annotated[str, Field(min_length=1, max_length=128)]
+    step_name: Name = ""
+
+
+class AutomationWaiting(_Automation):
+    type: Literal["automation_waiting"]
+    step_id: Annotated[str, Field(min_length=1, max_length=128)]
+    wait_until: datetime | None = None
+    wait_for: Name = ""  # e.g. "2 days", "email opened"
+
+
+class AutomationAction(_Automation):
+    """An action ran at a step, e.g. an email sent (with its message / template / campaign id)."""
+
+    type: Literal["automation_action"]
+    step_id: Annotated[str, Field(min_length=1, max_length=128)]
+    action: Annotated[str, Field(min_length=1, max_length=128)]  # e.g. send_email, add_to_list, webhook
+
+
+class AutomationExited(_Automation):
+    type: Literal["automation_exited"]
+    reason: Literal["completed", "goal_reached", "condition_not_met", "unsubscribed", "error", "other"] = "completed"
+
+
+class AutomationRemoved(_Automation):
+    """A contact manually removed from the scenario (written by the removal command's processor)."""
+
+    type: Literal["automation_removed"]
+    removed_by: Name = ""
+
+
+Event = Annotated[
+    Union[
+        TrackEvent, LinkClick, PageView, Identify, FormSubmitted, ListAddition,
+        CampaignOpened, CampaignClicked, CampaignUnsubscribed,
+        TemplateOpened, TemplateClicked, TemplateUnsubscribed,
+        AutomationStarted, AutomationRestarted, AutomationStepReached, AutomationWaiting,
+        AutomationAction, AutomationExited, AutomationRemoved,
+    ],
+    Field(discriminator="type"),
+]
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+EVENT_MODELS: dict[str, type[Envelope]] = {
+    m.model_fields["type"].annotation.__args__[0]: m  # type: ignore[union-attr]
+    for m in Event.__origin__.__args__  # type: ignore[attr-defined]
+}
+EVENT_TYPES = tuple(EVENT_MODELS)
+AUTOMATION_TYPES = tuple(t for t in EVENT_TYPES if t.startswith("automation_"))
+
+
+def partition_key(account_id: str, email: str | None, contact_id: int | None) -> bytes:
+    """Kafka key: one contact's events (and removal commands) share a partition, so stay in order.
+
+    The email is the contact's key when present (the tracker always has it); else its id.
+    """
+    contact = email.lower() if email else f"id:{contact_id}"
+    return f"{account_id}:{contact}".encode()
