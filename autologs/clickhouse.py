@@ -20,6 +20,7 @@ T = TypeVar("T")
 _client: Client | None = None
 _client_key: str | None = None
 _lock = threading.Lock()
+_query_lock = threading.Lock()  # one query at a time on the shared client
 
 
 class ClickHouseUnavailable(RuntimeError):
@@ -68,17 +69,16 @@ class ClickHouse:
         self.client = get_client(settings)
         # One thread: chdb queries run one at a time, off the event loop.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
-        self._query_lock = threading.Lock()
 
     def sql(self, text: str) -> str:
         return text.replace("{db}", f"`{self.database}`")
 
     def command(self, text: str, parameters: dict | None = None, settings: dict | None = None) -> Any:
-        with self._query_lock:
+        with _query_lock:
             return self.client.command(self.sql(text), parameters=parameters, settings=settings)
 
     def query(self, text: str, parameters: dict | None = None, settings: dict | None = None):
-        with self._query_lock:
+        with _query_lock:
             return self.client.query(self.sql(text), parameters=parameters, settings=settings)
 
     def rows(self, text: str, parameters: dict | None = None, settings: dict | None = None) -> list[tuple]:
@@ -86,7 +86,7 @@ class ClickHouse:
 
     def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str],
                settings: dict | None = None) -> None:
-        with self._query_lock:
+        with _query_lock:
             self.client.insert(table, rows, column_names=list(columns), database=self.database,
                                settings=settings)
 

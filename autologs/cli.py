@@ -1,0 +1,164 @@
+"""The `autologs` command. Every subcommand has --help; errors say what to do next."""
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import click
+import orjson
+
+from autologs.config import get_settings
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """autologs: automation logs (event log, scenario log, contacts in scenarios) from Kafka to ClickHouse."""
+
+
+# --- broker --------------------------------------------------------------------------------------
+@cli.group()
+def broker() -> None:
+    """Run the project's own single-node Apache Kafka broker (KRaft), fetched from Maven Central."""
+
+
+@broker.command("start")
+@click.option("--wait", default=90.0, show_default=True, help="Seconds to wait for the broker to answer.")
+def broker_start(wait: float) -> None:
+    """Start the broker (idempotent) and print its bootstrap address."""
+    from autologs import broker as b
+
+    try:
+        click.echo(b.start(get_settings(), wait_s=wait))
+    except b.BrokerError as exc:
+        _fail(str(exc))
+
+
+@broker.command("stop")
+def broker_stop() -> None:
+    """Stop the broker this project started (pid file) and wait for it to exit."""
+    from autologs import broker as b
+
+    click.echo("stopped" if b.stop(get_settings()) else "no broker started by autologs is running")
+
+
+@broker.command("status")
+def broker_status() -> None:
+    """Say whether the project's broker runs and whether the bootstrap address answers (exit 1 if not)."""
+    from autologs import broker as b
+
+    s = get_settings()
+    pid, answers = b.status(s)
+    where = b.bootstrap_address(s)
+    click.echo(f"broker pid: {pid or 'none'}; {where}: {'answers' if answers else 'does not answer'}")
+    sys.exit(0 if answers else 1)
+
+
+# --- ClickHouse ----------------------------------------------------------------------------------
+@cli.command()
+@click.option("--plan", is_flag=True, help="Only list the migrations that would be applied.")
+def migrate(plan: bool) -> None:
+    """Apply the pending numbered DDL files of clickhouse/ddl/ in order."""
+    from autologs import migrate as m
+    from autologs.clickhouse import ClickHouse, ClickHouseUnavailable
+
+    try:
+        ch = ClickHouse(get_settings())
+        pending = m.plan(ch)
+    except (ClickHouseUnavailable, ValueError) as exc:
+        _fail(str(exc))
+    if plan:
+        for mig in pending:
+            click.echo(f"pending: {mig.path.name}")
+            for statement in mig.statements():
+                click.echo("    " + statement.splitlines()[0][:100] + " ...")
+        click.echo(f"{len(pending)} pending migration(s) in database {ch.database}")
+        return
+    done = m.migrate(ch, progress=lambda mig: click.echo(f"applying {mig.path.name}"))
+    click.echo(f"{len(done)} migration(s) applied; database {ch.database} is up to date")
+
+
+# --- worker --------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--loglevel", default="info", show_default=True)
+def worker(loglevel: str) -> None:
+    """Run the stream worker: create topics, apply migrations, then consume until stopped."""
+    from autologs import migrate as m
+    from autologs.clickhouse import ClickHouse, ClickHouseUnavailable
+    from streams.topics import ensure_topics
+
+    settings = get_settings()
+    try:
+        asyncio.run(asyncio.wait_for(ensure_topics(settings), 30))
+    except Exception as exc:
+        _fail(f"Kafka at {settings.kafka_bootstrap} did not answer ({exc!r}). Start it with "
+              "`autologs broker start` or set AUTOLOGS_KAFKA_BOOTSTRAP.")
+    try:
+        applied = m.migrate(ClickHouse(settings))
+    except ClickHouseUnavailable as exc:
+        _fail(str(exc))
+    if applied:
+        click.echo(f"applied {len(applied)} migration(s)", err=True)
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    from faust import Worker
+
+    import processors.agents  # noqa: F401  (registers the agents)
+    from streams.app import app
+
+    Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
+
+
+# --- producers -----------------------------------------------------------------------------------
+@cli.command()
+@click.argument("source", type=click.File("rb"), default="-")
+@click.option("--all-or-nothing", is_flag=True, help="Send nothing when any line is rejected.")
+def produce(source, all_or_nothing: bool) -> None:
+    """Publish JSON lines (one event per line) from SOURCE (a file, or - for stdin) to the events topic.
+
+    Every line is checked against the event schemas first; rejected lines are listed with their
+    reason and are not sent. Accepted lines are sent and acknowledged by the broker before the
+    summary is printed.
+    """
+    from pydantic import ValidationError
+
+    from processors.validate import explain
+    from schemas.events import EVENT_ADAPTER, partition_key
+    from streams.produce import publish
+    from streams.topics import ensure_topics, topics
+
+    settings = get_settings()
+    accepted: list[tuple[bytes, bytes]] = []
+    rejected = 0
+    for number, line in enumerate(source, 1):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            ev = EVENT_ADAPTER.validate_json(line)
+        except ValidationError as exc:
+            rejected += 1
+            click.echo(f"line {number}: rejected: {explain(exc)}", err=True)
+            continue
+        accepted.append((partition_key(ev.account_id, ev.email, ev.contact_id), line))
+    if rejected and all_or_nothing:
+        _fail(f"{rejected} line(s) rejected; nothing sent (--all-or-nothing). Fix them and run again.")
+
+    async def go() -> int:
+        await ensure_topics(settings)
+        return await publish(settings, topics(settings).events, accepted)
+
+    sent = asyncio.run(go()) if accepted else 0
+    click.echo(f"{sent} event(s) sent to {topics(settings).events}; {rejected} line(s) rejected")
+    sys.exit(1 if rejected else 0)
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""Turn raw Kafka messages into validated events or dead letters with a reason in words."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from pydantic import ValidationError
+
+from schemas.events import EVENT_ADAPTER, Envelope
+
+
+class RawMessage(NamedTuple):
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+
+
+@dataclass
+class Validated:
+    events: list[tuple[Envelope, RawMessage]]
+    invalid: list[tuple[RawMessage, str]]
+
+
+def explain(exc: ValidationError) -> str:
+    """One line a person can act on: which field, what is wrong."""
+    parts = []
+    for err in exc.errors(include_url=False)[:5]:
+        loc = ".".join(str(p) for p in err["loc"]) or "message"
+        msg = err["msg"]
+        if err["type"] == "json_invalid":
+            parts.append(f"not valid JSON ({err.get('ctx', {}).get('error', msg)})")
+        elif err["type"] in ("model_attributes_type", "model_type", "dict_type"):
+            parts.append("the message is not a JSON object")
+        elif err["type"] == "union_tag_invalid":
+            parts.append(f"unknown event type: {msg}")
+        elif err["type"] == "union_tag_not_found":
+            parts.append("missing field 'type'")
+        elif err["type"] == "missing":
+            parts.append(f"{loc}: required field missing")
+        else:
+            parts.append(f"{loc}: {msg}")
+    more = len(exc.errors()) - 5
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+def validate_batch(messages: list[RawMessage]) -> Validated:
+    events: list[tuple[Envelope, RawMessage]] = []
+    invalid: list[tuple[RawMessage, str]] = []
+    validate_json = EVENT_ADAPTER.validate_json
+    for msg in messages:
+        if not msg.value:
+            invalid.append((msg, "empty message"))
+            continue
+        try:
+            events.append((validate_json(msg.value), msg))
+        except ValidationError as exc:
+            invalid.append((msg, explain(exc)))
+        except ValueError as exc:  # e.g. bytes that are not UTF-8
+            invalid.append((msg, f"unreadable message: {exc}"))
+    return Validated(events, invalid)

@@ -1,0 +1,32 @@
+"""Builds the Faust app, and nothing else: topics, agents and tables live in their own modules."""
+from __future__ import annotations
+
+import faust
+
+from autologs.config import Settings, get_settings
+from streams.topics import topics
+
+
+def create_app(settings: Settings) -> faust.App:
+    brokers = ";".join(f"kafka://{hp.strip()}" for hp in settings.kafka_bootstrap.split(","))
+    return faust.App(
+        topics(settings).app_id,
+        broker=brokers,
+        store="memory://",
+        autodiscover=False,
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=1,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        broker_commit_every=10_000,
+        broker_commit_interval=1.0,
+        web_host="127.0.0.1",
+        web_port=settings.web_port,
+        web_in_thread=False,
+        stream_buffer_maxsize=settings.sink_max_rows,
+        table_cleanup_interval=30.0,
+    )
+
+
+settings = get_settings()
+app = create_app(settings)
