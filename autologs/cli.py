@@ -107,6 +107,7 @@ def worker(loglevel: str) -> None:
     from faust import Worker
 
     import processors.agents  # noqa: F401  (registers the agents)
+    import streams.web  # noqa: F401  (registers the pages)
     from streams.app import app
 
     Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
@@ -154,6 +155,30 @@ def produce(source, all_or_nothing: bool) -> None:
     sent = asyncio.run(go()) if accepted else 0
     click.echo(f"{sent} event(s) sent to {topics(settings).events}; {rejected} line(s) rejected")
     sys.exit(1 if rejected else 0)
+
+
+# --- analysts ------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("query")
+@click.option("--format", "fmt", type=click.Choice(["tsv", "json"]), default="tsv", show_default=True)
+def sql(query: str, fmt: str) -> None:
+    """Run one read-only QUERY on ClickHouse (`{db}` names the autologs database) and print the rows."""
+    from autologs.clickhouse import ClickHouse, ClickHouseUnavailable
+
+    try:
+        ch = ClickHouse(get_settings())
+        result = ch.query(query, settings={"readonly": 2})
+    except ClickHouseUnavailable as exc:
+        _fail(str(exc))
+    except Exception as exc:
+        _fail(f"query failed: {exc}")
+    if fmt == "json":
+        for row in result.result_rows:
+            click.echo(orjson.dumps(dict(zip(result.column_names, row)), default=str).decode())
+        return
+    click.echo("\t".join(result.column_names))
+    for row in result.result_rows:
+        click.echo("\t".join("" if v is None else str(v) for v in row))
 
 
 def main() -> None:

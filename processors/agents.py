@@ -33,6 +33,15 @@ def pipeline() -> Pipeline:
     return _pipeline
 
 
+def pipeline_stats() -> dict:
+    if _pipeline is None:
+        return {"messages": 0, "events": 0, "dead_letters": 0, "rows_written": 0, "sink_failures": 0}
+    p = _pipeline
+    return {"messages": p.stats.messages, "events": p.stats.events, "dead_letters": p.stats.dead_letters,
+            "rows_written": p.event_sink.stats.rows_written, "sink_failures": p.event_sink.stats.failures,
+            "sink_last_error": p.event_sink.stats.last_error}
+
+
 def crash_loudly(agent: str, exc: BaseException) -> None:
     """An agent that dies must not leave a worker that looks alive: exit; the unacked batch is re-read."""
     log.critical("agent %s crashed: %r; the worker exits so that it is restarted and resumes from the "
