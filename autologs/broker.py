@@ -210,7 +210,11 @@ def _read_pid(p: BrokerPaths) -> int | None:
 
 def ping(bootstrap: str, timeout: float = 3.0) -> bool:
     """True when the broker answers a metadata request."""
+    import logging
+
     from aiokafka import AIOKafkaClient
+
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # "connection refused" is the answer here
 
     async def _ping() -> bool:
         client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))

@@ -37,7 +37,8 @@ class Settings(BaseSettings):
     sink_max_delay_ms: int = Field(500, ge=1, description="...or when its oldest row is this old")
     sink_max_buffered_rows: int = Field(200_000, ge=1, description="Consumption pauses above this many unwritten rows")
     sink_retry_max_s: float = Field(30.0, description="Longest back-off between retries of a failing insert")
-    max_future_s: int = Field(24 * 3600, description="Events dated further in the future are rejected")
+    commit_interval_s: float = Field(1.0, gt=0, description="How often the worker commits the offsets of written batches")
+    session_timeout_s: float = Field(10.0, gt=0, description="Kafka group session timeout: how fast a dead worker's partitions move")
 
     @property
     def chdb_path(self) -> Path:

@@ -27,11 +27,22 @@ class Migration:
         return self.path.stem
 
     def statements(self) -> list[str]:
-        text = "\n".join(line for line in self.path.read_text().splitlines() if not line.lstrip().startswith("--"))
-        return [s.strip() for s in re.split(r";\s*(?:\n|$)", text) if s.strip()]
+        """Split on `;` tokens, never inside a string or a comment."""
+        from autologs.schema_check import split_statements
+
+        text = self.path.read_text()
+        return [text[toks[0].pos: toks[-1].pos + len(_raw_token(text, toks[-1]))].strip()
+                for toks in split_statements(text)]
 
     def checksum(self) -> str:
         return hashlib.sha256(self.path.read_bytes()).hexdigest()[:16]
+
+
+def _raw_token(text: str, tok) -> str:
+    """The token as written (quoted names keep their quotes)."""
+    if tok.kind == "qid":
+        return text[tok.pos: tok.pos + len(tok.value) + 2]
+    return tok.value
 
 
 def discover(ddl_dir: Path = DDL_DIR) -> list[Migration]:
@@ -57,7 +68,11 @@ def _ensure_ledger(ch: ClickHouse) -> None:
 
 
 def applied(ch: ClickHouse) -> dict[str, str]:
-    _ensure_ledger(ch)
+    """Applied migrations; read-only (a database without the ledger has none applied)."""
+    exists = ch.rows("SELECT count() FROM system.tables WHERE database = {d:String} AND name = 'schema_migrations'",
+                     {"d": ch.database})[0][0]
+    if not exists:
+        return {}
     return dict(ch.rows("SELECT id, checksum FROM {db}.schema_migrations FINAL"))
 
 
@@ -71,6 +86,7 @@ def plan(ch: ClickHouse, ddl_dir: Path = DDL_DIR) -> list[Migration]:
 
 
 def migrate(ch: ClickHouse, ddl_dir: Path = DDL_DIR, progress=None) -> list[Migration]:
+    _ensure_ledger(ch)
     pending = plan(ch, ddl_dir)
     for m in pending:
         if progress:

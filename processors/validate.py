@@ -32,7 +32,8 @@ def explain(exc: ValidationError) -> str:
         msg = err["msg"]
         if err["type"] == "json_invalid":
             parts.append(f"not valid JSON ({err.get('ctx', {}).get('error', msg)})")
-        elif err["type"] in ("model_attributes_type", "model_type", "dict_type"):
+        elif err["type"] in ("model_attributes_type", "model_type", "dict_type") and len(err["loc"]) <= 1 \
+                and loc not in Envelope.model_fields:
             parts.append("the message is not a JSON object")
         elif err["type"] == "union_tag_invalid":
             parts.append(f"unknown event type: {msg}")
@@ -58,6 +59,6 @@ def validate_batch(messages: list[RawMessage]) -> Validated:
             events.append((validate_json(msg.value), msg))
         except ValidationError as exc:
             invalid.append((msg, explain(exc)))
-        except ValueError as exc:  # e.g. bytes that are not UTF-8
-            invalid.append((msg, f"unreadable message: {exc}"))
+        except Exception as exc:  # never let one message stop the stream
+            invalid.append((msg, f"unreadable message: {type(exc).__name__}: {exc}"))
     return Validated(events, invalid)

@@ -20,23 +20,26 @@ INTERNAL_REQUEST = {"en": "internal request", "fr": "requête interne"}
 _EMAIL = re.compile(r"^[^@\s\"(),:;<>\[\]\\]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
 EVENT_NAME = r"^[A-Za-z0-9_-]{1,255}$"
 Id = Annotated[str, Field(min_length=1, max_length=128)]
+# Ids stored in UInt64 columns; strict: a JSON bool or a string is not an id.
+UInt64 = Annotated[int, Field(ge=0, le=2**64 - 1, strict=True)]
+OLDEST = datetime(2000, 1, 1, tzinfo=timezone.utc)
 Name = Annotated[str, Field(max_length=512)]
 
 
 class Envelope(BaseModel):
     """Fields every event carries. `ip` absent means the platform itself triggered the event."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     event_id: Id
     account_id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
     occurred_at: datetime
-    contact_id: Annotated[int, Field(ge=0)] | None = None
+    contact_id: UInt64 | None = None
     email: str | None = None
     ip: str | None = None
     message_id: Annotated[str, Field(max_length=256)] | None = None
-    template_id: Annotated[int, Field(ge=0)] | None = None
-    campaign_id: Annotated[int, Field(ge=0)] | None = None
+    template_id: UInt64 | None = None
+    campaign_id: UInt64 | None = None
     properties: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("occurred_at")
@@ -48,6 +51,8 @@ class Envelope(BaseModel):
         v = v.replace(microsecond=v.microsecond // 1000 * 1000)
         if v > datetime.now(timezone.utc) + MAX_FUTURE:
             raise ValueError("occurred_at is more than 24 hours in the future")
+        if v < OLDEST:
+            raise ValueError("occurred_at is before 2000-01-01")
         return v
 
     @field_validator("email")
@@ -77,7 +82,11 @@ class Envelope(BaseModel):
     @field_validator("properties")
     @classmethod
     def _properties_size(cls, v: dict[str, Any]) -> dict[str, Any]:
-        if v and len(orjson.dumps(v)) > MAX_PROPERTIES_BYTES:
+        try:
+            size = len(orjson.dumps(v)) if v else 0
+        except orjson.JSONEncodeError as exc:  # e.g. an integer beyond 64 bits
+            raise ValueError(f"properties cannot be stored: {exc}") from None
+        if size > MAX_PROPERTIES_BYTES:
             raise ValueError(f"properties exceed {MAX_PROPERTIES_BYTES // 1024} KB")
         return v
 
@@ -126,7 +135,7 @@ class ListAddition(Envelope):
 
 # --- campaign (marketing) email ------------------------------------------------------------------
 class _CampaignEmail(Envelope):
-    campaign_id: Annotated[int, Field(ge=0)]
+    campaign_id: UInt64
     campaign_name: Name = ""
 
 
@@ -145,7 +154,7 @@ class CampaignUnsubscribed(_CampaignEmail):
 
 # --- transactional (template) email --------------------------------------------------------------
 class _TemplateEmail(Envelope):
-    template_id: Annotated[int, Field(ge=0)]
+    template_id: UInt64
     template_name: Name = ""
     message_id: Annotated[str, Field(min_length=1, max_length=256)]
 
@@ -172,7 +181,7 @@ class _Automation(Envelope):
     step_id: Annotated[str, Field(max_length=128)] = ""
     # The scenario's entry point, and how many it has: start_id is shown only when it has several.
     start_id: Annotated[str, Field(max_length=128)] = ""
-    entry_points: Annotated[int, Field(ge=1)] = 1
+    entry_points: Annotated[int, Field(ge=1, le=1000, strict=True)] = 1
 
 
 class AutomationStarted(_Automation):
@@ -194,6 +203,13 @@ class AutomationWaiting(_Automation):
     step_id: Annotated[str, Field(min_length=1, max_length=128)]
     wait_until: datetime | None = None
     wait_for: Name = ""  # e.g. "2 days", "email opened"
+
+    @field_validator("wait_until")
+    @classmethod
+    def _wait_until_utc(cls, v: datetime | None) -> datetime | None:
+        if v is None:
+            return None
+        return (v.replace(tzinfo=timezone.utc) if v.tzinfo is None else v).astimezone(timezone.utc)
 
 
 class AutomationAction(_Automation):

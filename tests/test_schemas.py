@@ -1,0 +1,290 @@
+"""Event schemas and validation, pure: no broker, no ClickHouse.
+
+Every event type has a minimal valid example here (a new type without one fails the suite), each
+kind of bad input is dead-lettered with a reason that names the problem, and a hypothesis property
+checks that valid track events become well-formed event-log rows.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from processors.validate import RawMessage, validate_batch
+from schemas.events import EVENT_ADAPTER, EVENT_MODELS, EVENT_NAME, EVENT_TYPES, MAX_PROPERTIES_BYTES
+from schemas.rows import DIRECT_FIELDS, EVENT_LOG_COLUMNS, Source, event_log_row
+
+ENVELOPE = {"event_id": "ev-1", "account_id": "acc_1", "occurred_at": "2024-05-01T10:00:00Z",
+            "email": "jane@example.com"}
+
+# One minimal example per event type: the envelope plus exactly the fields the type requires.
+EXAMPLES: dict[str, dict] = {
+    "track": {"event_name": "order_created"},
+    "track_link": {"url": "https://example.com/a"},
+    "page": {"url": "https://example.com/p"},
+    "identify": {},
+    "form": {"form_id": "f1"},
+    "list_addition": {"list_id": "l1"},
+    "campaign_opened": {"campaign_id": 7},
+    "campaign_clicked": {"campaign_id": 7, "url": "https://example.com/c"},
+    "campaign_unsubscribed": {"campaign_id": 7},
+    "templates_opened": {"template_id": 3, "message_id": "<m1@mail>"},
+    "templates_clicked": {"template_id": 3, "message_id": "<m1@mail>", "url": "https://example.com/t"},
+    "templates_unsubscribed": {"template_id": 3, "message_id": "<m1@mail>"},
+    "automation_started": {"automation_id": "a1"},
+    "automation_restarted": {"automation_id": "a1"},
+    "automation_step_reached": {"automation_id": "a1", "step_id": "s1"},
+    "automation_waiting": {"automation_id": "a1", "step_id": "s1"},
+    "automation_action": {"automation_id": "a1", "step_id": "s1", "action": "send_email"},
+    "automation_exited": {"automation_id": "a1"},
+    "automation_removed": {"automation_id": "a1"},
+}
+
+
+def example(event_type: str, **changes) -> dict:
+    ev = {"type": event_type, **ENVELOPE, **EXAMPLES[event_type], **changes}
+    return {k: v for k, v in ev.items() if v is not _DROP}
+
+
+_DROP = object()
+
+
+def raw(value: bytes | None, offset: int = 0) -> RawMessage:
+    return RawMessage("events", 0, offset, b"key", value, 1_700_000_000_000)
+
+
+def one(value: bytes | None):
+    """Validate one message: (event, None) or (None, reason)."""
+    checked = validate_batch([raw(value)])
+    assert len(checked.events) + len(checked.invalid) == 1
+    if checked.events:
+        return checked.events[0][0], None
+    return None, checked.invalid[0][1]
+
+
+def valid(ev: dict):
+    event, reason = one(orjson.dumps(ev))
+    assert reason is None, reason
+    return event
+
+
+def rejected(ev: dict | bytes | None) -> str:
+    event, reason = one(ev if ev is None or isinstance(ev, bytes) else orjson.dumps(ev))
+    assert event is None, f"accepted: {event!r}"
+    return reason
+
+
+def column(row: list, name: str):
+    return row[EVENT_LOG_COLUMNS.index(name)]
+
+
+# --- every type -----------------------------------------------------------------------------------
+
+
+def test_every_event_type_has_an_example():
+    assert set(EVENT_MODELS) == set(EXAMPLES), (
+        f"types without an example: {sorted(set(EVENT_MODELS) - set(EXAMPLES))}; "
+        f"examples of no type: {sorted(set(EXAMPLES) - set(EVENT_MODELS))}")
+
+
+@pytest.mark.parametrize("event_type", EVENT_TYPES)
+def test_minimal_example_validates_into_its_model_and_a_row(event_type):
+    event = valid(example(event_type))
+    assert type(event) is EVENT_MODELS[event_type]
+    assert event.type == event_type
+    row = event_log_row(event, Source("events", 2, 41))
+    assert len(row) == len(EVENT_LOG_COLUMNS)
+    assert column(row, "event_type") == event_type
+    assert column(row, "event_id") == "ev-1"
+    assert (column(row, "src_topic"), column(row, "src_partition"), column(row, "src_offset")) == ("events", 2, 41)
+    # Each field of the example lands in its own column or in the details JSON.
+    direct = {f: c for f, c, _ in DIRECT_FIELDS}
+    details = orjson.loads(column(row, "details") or "{}")
+    for field, value in EXAMPLES[event_type].items():
+        if field in direct:
+            assert column(row, direct[field]) == value, field
+        else:
+            assert details[field] == value, field
+
+
+@pytest.mark.parametrize("event_type", EVENT_TYPES)
+def test_each_required_field_of_the_example_is_required(event_type):
+    """The examples are minimal: without any one of their fields the event is refused, naming it."""
+    for field in ["type", "event_id", "account_id", "occurred_at", *EXAMPLES[event_type]]:
+        reason = rejected(example(event_type, **{field: _DROP}))
+        expected = "missing field 'type'" if field == "type" else f"{field}: required field missing"
+        assert expected in reason, (field, reason)
+
+
+# --- normalisation --------------------------------------------------------------------------------
+
+
+def test_occurred_at_with_offset_becomes_utc_truncated_to_milliseconds():
+    event = valid(example("track", occurred_at="2024-05-01T12:34:56.789999+02:00"))
+    assert event.occurred_at == datetime(2024, 5, 1, 10, 34, 56, 789000, tzinfo=timezone.utc)
+    assert event.occurred_at.utcoffset() == timedelta(0)
+    event = valid(example("track", occurred_at="2024-12-31T23:30:00.0005-05:30"))
+    assert event.occurred_at == datetime(2025, 1, 1, 5, 0, 0, 0, tzinfo=timezone.utc)
+
+
+def test_naive_occurred_at_is_taken_as_utc():
+    event = valid(example("track", occurred_at="2024-05-01T12:34:56.5"))
+    assert event.occurred_at == datetime(2024, 5, 1, 12, 34, 56, 500000, tzinfo=timezone.utc)
+    assert event.occurred_at.tzinfo is not None
+
+
+def test_email_is_lower_cased_in_the_event_and_the_row():
+    event = valid(example("identify", email="John.Doe@Example.COM"))
+    assert event.email == "john.doe@example.com"
+    assert column(event_log_row(event, Source("t", 0, 0)), "email") == "john.doe@example.com"
+
+
+def test_contact_id_zero_means_no_contact():
+    event = valid(example("identify", contact_id=0))
+    assert event.contact_id is None
+    assert column(event_log_row(event, Source("t", 0, 0)), "contact_id") == 0
+    assert valid(example("identify", contact_id=42)).contact_id == 42
+    # 0 with no email names nobody: refused.
+    assert "no contact" in rejected(example("identify", contact_id=0, email=_DROP))
+
+
+def test_contact_id_alone_is_enough():
+    event = valid(example("identify", email=_DROP, contact_id=9))
+    assert (event.contact_id, event.email) == (9, None)
+    assert column(event_log_row(event, Source("t", 0, 0)), "email") == ""
+
+
+def test_absent_ip_is_an_internal_request():
+    event = valid(example("page"))
+    assert event.ip is None
+    assert column(event_log_row(event, Source("t", 0, 0)), "ip") == ""
+    assert valid(example("page", ip="")).ip is None
+    assert valid(example("page", ip="2001:DB8:0::1")).ip == "2001:db8::1"
+    assert valid(example("page", ip="203.0.113.9")).ip == "203.0.113.9"
+
+
+def test_boundaries_that_are_still_valid():
+    valid(example("track", event_name="a" * 255))
+    valid(example("track", event_name="Order-created_2"))
+    soon = (datetime.now(timezone.utc) + timedelta(hours=23)).isoformat()
+    valid(example("track", occurred_at=soon))
+    # properties just under the limit (the limit is on the serialized size)
+    filler = "x" * (MAX_PROPERTIES_BYTES - len(orjson.dumps({"p": ""})))
+    assert len(orjson.dumps({"p": filler})) == MAX_PROPERTIES_BYTES
+    valid(example("track", properties={"p": filler}))
+
+
+# --- bad input ------------------------------------------------------------------------------------
+
+_FUTURE = (datetime.now(timezone.utc) + timedelta(hours=25)).isoformat()
+_BIG = {"p": "x" * (MAX_PROPERTIES_BYTES + 1)}
+
+BAD = [
+    # (id, message value, words the reason must contain)
+    ("not json", b"{this is not json", ["not valid json"]),
+    ("truncated json", orjson.dumps(example("track"))[:-3], ["not valid json"]),
+    ("not utf-8", b"\xff\xfe\x00{", ["json"]),
+    ("json array", b'[{"type": "track"}]', ["not a json object"]),
+    ("json number", b"42", ["not a json object"]),
+    ("json string", b'"track"', ["not a json object"]),
+    ("json null", b"null", ["not a json object"]),
+    ("unknown type", orjson.dumps(example("track", type="track_everything")), ["unknown event type", "track_everything"]),
+    ("missing type", orjson.dumps(example("track", type=_DROP)), ["missing field 'type'"]),
+    ("missing contact", orjson.dumps(example("track", email=_DROP)), ["no contact", "contact_id", "email"]),
+    ("null contact", orjson.dumps(example("track", email=None, contact_id=None)), ["no contact"]),
+    ("bad email", orjson.dumps(example("track", email="jane.example.com")), ["email", "not a valid email"]),
+    ("email with space", orjson.dumps(example("track", email="jane doe@example.com")), ["email"]),
+    ("oversized properties", orjson.dumps(example("track", properties=_BIG)), ["properties", "50 kb"]),
+    ("future occurred_at", orjson.dumps(example("track", occurred_at=_FUTURE)), ["occurred_at", "future"]),
+    ("bad occurred_at", orjson.dumps(example("track", occurred_at="yesterday")), ["occurred_at"]),
+    ("contact_id text", orjson.dumps(example("track", contact_id="abc")), ["contact_id", "integer"]),
+    ("negative contact_id", orjson.dumps(example("track", contact_id=-1)), ["contact_id"]),
+    ("template_id list", orjson.dumps(example("templates_opened", template_id=[3])), ["template_id", "integer"]),
+    ("empty bytes", b"", ["empty message"]),
+    ("no value", None, ["empty message"]),
+    ("event_name spaces", orjson.dumps(example("track", event_name="order created")), ["event_name", "pattern"]),
+    ("event_name too long", orjson.dumps(example("track", event_name="a" * 256)), ["event_name"]),
+    ("event_name empty", orjson.dumps(example("track", event_name="")), ["event_name"]),
+    ("invalid ip", orjson.dumps(example("page", ip="999.1.1.1")), ["ip", "not an ip address"]),
+    ("ip text", orjson.dumps(example("page", ip="localhost")), ["ip", "not an ip address"]),
+    ("extra field", orjson.dumps(example("track", colour="blue")), ["colour", "extra inputs"]),
+    ("bad account_id", orjson.dumps(example("track", account_id="acc 1")), ["account_id"]),
+    ("bad exit reason", orjson.dumps(example("automation_exited", reason="bored")), ["reason"]),
+]
+
+
+@pytest.mark.parametrize("value,words", [pytest.param(v, w, id=i) for i, v, w in BAD])
+def test_bad_input_is_dead_lettered_with_a_reason_naming_the_problem(value, words):
+    reason = rejected(value)
+    for word in words:
+        assert word in reason.lower(), (word, reason)
+
+
+def test_a_batch_keeps_valid_events_and_pairs_each_dead_letter_with_its_message():
+    messages = [raw(orjson.dumps(example("track", event_id="a")), 10), raw(b"[]", 11),
+                raw(orjson.dumps(example("form", event_id="b")), 12), raw(None, 13)]
+    checked = validate_batch(messages)
+    assert [(ev.event_id, m.offset) for ev, m in checked.events] == [("a", 10), ("b", 12)]
+    assert [(m.offset, reason) for m, reason in checked.invalid] == [
+        (11, "the message is not a JSON object"), (13, "empty message")]
+
+
+# --- bugs found and fixed: keep them fixed ----------------------------------------------------------
+
+
+def test_huge_integer_in_properties_is_dead_lettered():
+    value = orjson.dumps(example("track"))[:-1] + b',"properties":{"n":123456789012345678901234567890}}'
+    assert "properties" in rejected(value)
+
+
+@pytest.mark.parametrize("event_type,field", [("identify", "contact_id"), ("campaign_opened", "campaign_id"),
+                                              ("templates_opened", "template_id"),
+                                              ("automation_started", "entry_points")])
+def test_integers_beyond_uint64_are_refused(event_type, field):
+    value = orjson.dumps(example(event_type))[:-1] + f',"{field}":{2**64}}}'.encode()
+    assert field in rejected(value)
+
+
+def test_properties_that_are_no_object_are_named():
+    reason = rejected(example("track", properties=[1]))
+    assert "properties" in reason and "not a JSON object" not in reason, reason
+
+
+def test_property_keys_are_kept_as_sent():
+    props = {" a ": 1, "a": 2}
+    assert valid(example("track", properties=props)).properties == props
+
+
+# --- property -------------------------------------------------------------------------------------
+
+_json_scalar = (st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1)
+                | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=40))
+_json = st.recursive(_json_scalar, lambda inner: st.lists(inner, max_size=4)
+                     | st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=12)
+# Top-level keys without surrounding whitespace: see test_property_keys_are_kept_as_sent.
+_key = st.text(max_size=20).filter(lambda k: k == k.strip())
+_event_id = st.text(st.characters(exclude_categories=("Z", "C")), min_size=1, max_size=128)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(event_id=_event_id, event_name=st.from_regex(EVENT_NAME, fullmatch=True),
+       email=st.emails().filter(lambda e: len(e) <= 254),
+       properties=st.dictionaries(_key, _json, max_size=6),
+       contact_id=st.none() | st.integers(0, 2**63))
+def test_any_valid_track_event_becomes_a_row(event_id, event_name, email, properties, contact_id):
+    sent = example("track", event_id=event_id, event_name=event_name, email=email, properties=properties,
+                   contact_id=contact_id)
+    event = EVENT_ADAPTER.validate_json(orjson.dumps(sent))
+    assert event.type == "track" and event.event_name == event_name
+    row = event_log_row(event, Source("events", 1, 5))
+    assert len(row) == len(EVENT_LOG_COLUMNS)
+    assert column(row, "event_id") == event_id
+    assert column(row, "email") == email.lower()
+    assert column(row, "event_name") == event_name
+    assert column(row, "contact_id") == (contact_id or 0)
+    assert column(row, "source_name") == event_name
+    stored = column(row, "properties")
+    assert (orjson.loads(stored) if stored else {}) == properties
