@@ -103,6 +103,9 @@ def worker(loglevel: str) -> None:
         _fail(str(exc))
     if applied:
         click.echo(f"applied {len(applied)} migration(s)", err=True)
+    from autologs.admin import create_admin_key
+
+    create_admin_key(settings)
     asyncio.set_event_loop(asyncio.new_event_loop())
     from faust import Worker
 
@@ -164,21 +167,56 @@ def produce(source, all_or_nothing: bool) -> None:
 def sql(query: str, fmt: str) -> None:
     """Run one read-only QUERY on ClickHouse (`{db}` names the autologs database) and print the rows."""
     from autologs.clickhouse import ClickHouse, ClickHouseUnavailable
+    from autologs.processes import worker_health, worker_query
 
+    settings = get_settings()
     try:
-        ch = ClickHouse(get_settings())
-        result = ch.query(query, settings={"readonly": 2})
+        if settings.embedded and worker_health(settings) is not None:
+            columns, rows = worker_query(settings, query)  # the worker holds the embedded engine
+        else:
+            result = ClickHouse(settings).query(query, settings={"readonly": 2})
+            columns, rows = list(result.column_names), result.result_rows
     except ClickHouseUnavailable as exc:
         _fail(str(exc))
     except Exception as exc:
         _fail(f"query failed: {exc}")
     if fmt == "json":
-        for row in result.result_rows:
-            click.echo(orjson.dumps(dict(zip(result.column_names, row)), default=str).decode())
+        for row in rows:
+            click.echo(orjson.dumps(dict(zip(columns, row)), default=str).decode())
         return
-    click.echo("\t".join(result.column_names))
-    for row in result.result_rows:
+    click.echo("\t".join(columns))
+    for row in rows:
         click.echo("\t".join("" if v is None else str(v) for v in row))
+
+
+# --- demo ----------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--contacts", default=1000, show_default=True, help="Contacts simulated for one day.")
+@click.option("--seed", default=42, show_default=True)
+def demo(contacts: int, seed: int) -> None:
+    """Start the broker and a worker, simulate a day of events, and print what landed."""
+    from autologs.demo import run_demo
+
+    try:
+        run_demo(get_settings(), contacts, seed)
+    except (RuntimeError, OSError) as exc:
+        _fail(f"{exc}. `make stop` stops what the demo started.")
+
+
+@cli.command()
+def stop() -> None:
+    """Stop the background worker and the broker that this project started."""
+    from autologs import broker as b
+    from autologs.processes import stop_worker
+
+    s = get_settings()
+    click.echo("worker stopped" if stop_worker(s) else "no background worker running")
+    click.echo("broker stopped" if b.stop(s) else "no broker started by autologs is running")
+
+
+from streams.simulate import simulate_command  # noqa: E402
+
+cli.add_command(simulate_command)
 
 
 def main() -> None:

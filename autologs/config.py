@@ -33,9 +33,9 @@ class Settings(BaseSettings):
 
     # Worker
     web_port: int = Field(6066, description="Port of the worker's web server")
+    web_host: str = Field("127.0.0.1", description="Address the worker's web server binds (0.0.0.0 in a container)")
     sink_max_rows: int = Field(20_000, ge=1, description="A sink buffer is flushed at this many rows...")
     sink_max_delay_ms: int = Field(500, ge=1, description="...or when its oldest row is this old")
-    sink_max_buffered_rows: int = Field(200_000, ge=1, description="Consumption pauses above this many unwritten rows")
     sink_retry_max_s: float = Field(30.0, description="Longest back-off between retries of a failing insert")
     commit_interval_s: float = Field(1.0, gt=0, description="How often the worker commits the offsets of written batches")
     session_timeout_s: float = Field(10.0, gt=0, description="Kafka group session timeout: how fast a dead worker's partitions move")

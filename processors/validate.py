@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 from pydantic import ValidationError
 
-from schemas.events import EVENT_ADAPTER, Envelope
+from schemas.events import EVENT_ADAPTER, EVENT_MODELS, Envelope
 
 
 class RawMessage(NamedTuple):
@@ -28,21 +28,25 @@ def explain(exc: ValidationError) -> str:
     """One line a person can act on: which field, what is wrong."""
     parts = []
     for err in exc.errors(include_url=False)[:5]:
-        loc = ".".join(str(p) for p in err["loc"]) or "message"
-        msg = err["msg"]
+        path = list(err["loc"])
+        if path and path[0] in EVENT_MODELS:  # the union's tag: say "email", not "page.email"
+            path = path[1:]
+        loc = ".".join(str(p) for p in path) or "message"
+        msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "json_invalid":
             parts.append(f"not valid JSON ({err.get('ctx', {}).get('error', msg)})")
         elif err["type"] in ("model_attributes_type", "model_type", "dict_type") and len(err["loc"]) <= 1 \
-                and loc not in Envelope.model_fields:
+                and not path:
             parts.append("the message is not a JSON object")
         elif err["type"] == "union_tag_invalid":
-            parts.append(f"unknown event type: {msg}")
+            tag = err.get("ctx", {}).get("tag", "?")
+            parts.append(f"unknown event type {tag!r} (known: {', '.join(EVENT_MODELS)})")
         elif err["type"] == "union_tag_not_found":
             parts.append("missing field 'type'")
         elif err["type"] == "missing":
             parts.append(f"{loc}: required field missing")
         else:
-            parts.append(f"{loc}: {msg}")
+            parts.append(f"{loc}: {msg}" if path else msg)
     more = len(exc.errors()) - 5
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 

@@ -23,7 +23,7 @@ def create_app(settings: Settings) -> faust.App:
         broker_commit_interval=settings.commit_interval_s,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
-        web_host="127.0.0.1",
+        web_host=settings.web_host,
         web_port=settings.web_port,
         web_in_thread=False,
         stream_buffer_maxsize=settings.sink_max_rows,

@@ -67,3 +67,27 @@ async def ensure_topics(settings: Settings, names: list[str] | None = None) -> N
             await asyncio.sleep(0.1)
     finally:
         await admin.close()
+
+
+async def group_lag(bootstrap: str, group: str, topic_names: list[str]) -> int:
+    """Messages of `topic_names` that `group` has not committed yet (0 = everything written)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(topic_names)
+    finally:
+        await admin.close()
+    parts = [TopicPartition(d["topic"], p["partition"]) for d in described for p in d["partitions"]]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets(parts)
+        lag = 0
+        for tp in parts:
+            lag += max(ends[tp] - ((await consumer.committed(tp)) or 0), 0)
+        return lag
+    finally:
+        await consumer.stop()

@@ -5,7 +5,6 @@ import asyncio
 from datetime import datetime, timedelta, timezone
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas.events import EVENT_TYPES, partition_key
 
@@ -61,35 +60,13 @@ def keyed(ev: dict) -> tuple[bytes, bytes]:
     return partition_key(ev["account_id"], ev.get("email"), ev.get("contact_id")), orjson.dumps(ev)
 
 
-async def topic_partitions(bootstrap: str, topic: str) -> list[TopicPartition]:
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        [described] = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    parts = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
-    assert parts, f"topic {topic} has no partitions"
-    return parts
-
-
 async def wait_drained(bootstrap: str, group: str, topic: str, timeout: float = 180.0) -> None:
     """Wait until `group` has committed every offset of `topic` (the worker has written all of it)."""
-    parts = await topic_partitions(bootstrap, topic)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            ends = await consumer.end_offsets(parts)
-            committed = {tp: (await consumer.committed(tp)) or 0 for tp in parts}
-            if all(committed[tp] >= ends[tp] for tp in parts):
-                return
-            if loop.time() > deadline:
-                raise AssertionError(f"group {group} not drained: committed {committed}, end {ends}")
-            await asyncio.sleep(0.3)
-    finally:
-        await consumer.stop()
+    from streams.topics import group_lag
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while (lag := await group_lag(bootstrap, group, [topic])) > 0:
+        if loop.time() > deadline:
+            raise AssertionError(f"group {group} not drained: {lag} messages behind on {topic}")
+        await asyncio.sleep(0.3)
