@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import subprocess
 import uuid
 from datetime import datetime, timezone
 
@@ -12,7 +15,7 @@ from aiokafka import AIOKafkaConsumer
 from processors.deadletters import parse_dead_letter
 from schemas.events import EVENT_TYPES
 from streams.produce import publish
-from streams.topics import Topics, ensure_topics
+from streams.topics import Topics, ensure_topics, group_lag
 from tests.examples import example, keyed, wait_drained
 from tests.support import WorkerProcess
 
@@ -141,3 +144,55 @@ async def test_sigkill_mid_stream_gives_every_event_exactly_once(settings, worke
     [stats] = restarted.sql("SELECT count() AS visible, uniqExact(event_id) AS distinct_ids, "
                             "min(event_id LIKE 'ex-%') AS ours FROM {db}.event_log FINAL")
     assert stats == {"visible": total, "distinct_ids": total, "ours": 1}
+
+
+def _immutable(path, on: bool) -> None:
+    """chattr +i: even root cannot create files there, so ClickHouse's inserts really fail."""
+    subprocess.run(["chattr", "-R", "-f", "+i" if on else "-i", str(path)], check=False)
+
+
+def _chattr_works(tmp_path) -> bool:
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    if shutil.which("chattr") is None:
+        return False
+    _immutable(probe, True)
+    try:
+        (probe / "x").touch()
+        return False
+    except OSError:
+        return True
+    finally:
+        _immutable(probe, False)
+
+
+async def test_clickhouse_unavailable_then_back_loses_and_duplicates_nothing(settings, worker_factory, tmp_path):
+    if not _chattr_works(tmp_path):
+        message = "this test makes chdb's data read-only with chattr +i (root on ext4 or similar)"
+        if os.environ.get("CI"):
+            pytest.fail(message + "; CI must be able to run it")
+        pytest.skip(message)
+    names = Topics(f"{settings.topic_prefix}-down-{uuid.uuid4().hex[:6]}")
+    await ensure_topics(settings, names.all())
+    worker = worker_factory(names.prefix, AUTOLOGS_SINK_RETRY_MAX_S="0.5").start()
+    total = 20_000
+    first = [keyed(example("page", n, email=f"d{n % 300}@example.com")) for n in range(total // 2)]
+    second = [keyed(example("track", n, email=f"d{n % 300}@example.com")) for n in range(total // 2, total)]
+    await publish(settings, names.events, first)
+    worker.wait_until(lambda h: h["rows_written"] >= total // 2, 120, "the first half written")
+
+    chdb_dir = worker.data_dir / "chdb"
+    _immutable(chdb_dir, True)  # ClickHouse can no longer write a part
+    try:
+        await publish(settings, names.events, second)
+        down = worker.wait_until(lambda h: h["sink_failures"] >= 3, 120, "inserts failing")
+        assert down["rows_written"] == total // 2, "nothing may be written while ClickHouse is down"
+        assert await group_lag(settings.kafka_bootstrap, names.app_id, [names.events]) > 0, \
+            "offsets of unwritten events must not be committed"
+    finally:
+        _immutable(chdb_dir, False)
+    worker.wait_until(lambda h: h["rows_written"] >= total, 120, "the backlog written after recovery")
+    await wait_drained(settings.kafka_bootstrap, names.app_id, names.events)
+    worker.stop()
+    [stats] = worker.sql("SELECT count() AS visible, uniqExact(event_id) AS ids FROM {db}.event_log FINAL")
+    assert stats == {"visible": total, "ids": total}
