@@ -109,7 +109,7 @@ def worker(loglevel: str) -> None:
     asyncio.set_event_loop(asyncio.new_event_loop())
     from faust import Worker
 
-    import processors.agents  # noqa: F401  (registers the agents)
+    import processors.agents  # noqa: F401  (registers the agents and the table)
     import streams.web  # noqa: F401  (registers the pages)
     from streams.app import app
 

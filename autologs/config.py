@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     sink_max_rows: int = Field(20_000, ge=1, description="A sink buffer is flushed at this many rows...")
     sink_max_delay_ms: int = Field(500, ge=1, description="...or when its oldest row is this old")
     sink_retry_max_s: float = Field(30.0, description="Longest back-off between retries of a failing insert")
+    scenario_lateness_s: float = Field(300.0, ge=0, description="Events late by up to this much (event time) are still applied in order")
+    scenario_idle_release_s: float = Field(2.0, gt=0, description="A quiet partition releases its held events after this long")
     commit_interval_s: float = Field(1.0, gt=0, description="How often the worker commits the offsets of written batches")
     session_timeout_s: float = Field(10.0, gt=0, description="Kafka group session timeout: how fast a dead worker's partitions move")
 

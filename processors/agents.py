@@ -1,4 +1,4 @@
-"""Faust agents. Each takes raw bytes in batches and acks a batch only after it is written."""
+"""Faust agents and timers. Messages are acknowledged only once everything derived from them is written."""
 from __future__ import annotations
 
 import asyncio
@@ -10,11 +10,14 @@ from processors.deadletters import dead_letter_headers
 from processors.pipeline import Pipeline
 from processors.validate import RawMessage
 from streams.app import app, settings
-from streams.channels import dead_letters_topic, events_topic
+from streams.channels import dead_letters_topic, sources_topic
+from streams.tables import enrollments
+from streams.topics import topics
 
 log = logging.getLogger("autologs.agents")
 
 _pipeline: Pipeline | None = None
+_stream = None  # the agent's stream: acknowledgements go through it
 
 
 async def send_dead_letters(invalid: list[tuple[RawMessage, str]]) -> None:
@@ -29,17 +32,16 @@ async def send_dead_letters(invalid: list[tuple[RawMessage, str]]) -> None:
 def pipeline() -> Pipeline:
     global _pipeline
     if _pipeline is None:
-        _pipeline = Pipeline(settings, ClickHouse(settings), send_dead_letters)
+        _pipeline = Pipeline(settings, ClickHouse(settings), send_dead_letters, enrollments,
+                             commands_topic=topics(settings).commands)
     return _pipeline
 
 
 def pipeline_stats() -> dict:
-    if _pipeline is None:
-        return {"messages": 0, "events": 0, "dead_letters": 0, "rows_written": 0, "sink_failures": 0}
-    p = _pipeline
-    return {"messages": p.stats.messages, "events": p.stats.events, "dead_letters": p.stats.dead_letters,
-            "rows_written": p.event_sink.stats.rows_written, "sink_failures": p.event_sink.stats.failures,
-            "sink_last_error": p.event_sink.stats.last_error}
+    p = pipeline()
+    return {**p.stats.__dict__, "held": len(p.held), "rows_written": p.event_sink.stats.rows_written,
+            "sink_failures": sum(s.stats.failures for s in (p.event_sink, p.scenario_sink, p.enrollment_sink)),
+            "sink_last_error": p.event_sink.stats.last_error or p.scenario_sink.stats.last_error}
 
 
 def crash_loudly(agent: str, exc: BaseException) -> None:
@@ -55,16 +57,43 @@ def _raw(event) -> RawMessage:
     return RawMessage(m.topic, m.partition, m.offset, m.key, m.value, int(m.timestamp * 1000))
 
 
-@app.agent(events_topic, name="ingest_events")
+async def _ack(events) -> None:
+    for e in events:
+        await _stream.ack(e)
+
+
+@app.agent(sources_topic, name="ingest_events")
 async def ingest_events(stream):
-    """Validate events, dead-letter the invalid ones, write the event log; then ack."""
+    """Validate events, dead-letter the invalid ones, write the logs and the state; then ack."""
+    global _stream
+    _stream = stream
     within = settings.sink_max_delay_ms / 1000
     async for events in stream.noack_take(settings.sink_max_rows, within=within):
         try:
-            await pipeline().handle([_raw(e) for e in events])
+            done = await pipeline().handle([(_raw(e), e) for e in events])
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             crash_loudly("ingest_events", exc)
-        for e in events:
-            await stream.ack(e)
+        await _ack(done)
+
+
+@app.timer(interval=0.5)
+async def release_idle_partitions():
+    """Quiet partitions hand over what they hold, so the end of a stream is derived too."""
+    if _stream is None:
+        return
+    try:
+        done = await pipeline().release_idle()
+    except Exception as exc:
+        crash_loudly("release_idle_partitions", exc)
+    await _ack(done)
+
+
+@app.on_partitions_revoked.connect
+async def forget_held_events(app, revoked, **kwargs) -> None:
+    """Held events of revoked partitions are unacknowledged: their new owner reads them again."""
+    if _pipeline is not None:
+        dropped = _pipeline.held.drop_partitions({tp.partition for tp in revoked})
+        if dropped:
+            log.info("dropped %d held events of revoked partitions", dropped)

@@ -1,16 +1,27 @@
 """What happens to one batch of messages, independent of Faust so that it is tested on its own.
 
-validate -> dead letters (delivered) -> event-log rows (written) -> return; the caller acks after.
+validate -> dead letters (delivered) -> event-log rows -> hold for event-time order -> derive the
+scenario log and enrollment state from what is released -> write all rows -> save changed contact
+states -> return the messages that may be acknowledged (everything except what is still held).
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable, MutableMapping
+
+from pydantic import ValidationError
 
 from autologs.clickhouse import ClickHouse
 from autologs.config import Settings
-from processors.validate import RawMessage, validate_batch
+from processors.reorder import ReorderBuffer
+from processors.scenarios import (
+    ENROLLMENT_COLUMNS, SCENARIO_LOG_COLUMNS, Derived, apply_event, contact_key, dump_state, load_state, to_ms,
+)
+from processors.validate import RawMessage, explain, validate_batch
+from schemas.commands import COMMAND_ADAPTER, RemoveContact
+from schemas.events import AutomationRemoved, Envelope, partition_key
 from schemas.rows import EVENT_LOG_COLUMNS, Source, event_log_row
 from sinks.clickhouse import ClickHouseSink
 
@@ -24,6 +35,19 @@ class PipelineStats:
     messages: int = 0
     events: int = 0
     dead_letters: int = 0
+    commands: int = 0
+    scenario_rows: int = 0
+    enrollment_changes: int = 0
+    late_events: int = 0
+
+
+@dataclass
+class Held:
+    """One valid event waiting for its turn, with the handle to acknowledge once it is derived."""
+
+    event: Envelope
+    source: Source
+    token: Any
 
 
 @dataclass
@@ -31,19 +55,113 @@ class Pipeline:
     settings: Settings
     ch: ClickHouse
     send_dead_letters: DeadLetterSender
+    states: MutableMapping[bytes, bytes]  # the Faust table in the worker; a dict in unit tests
+    commands_topic: str = ""
     stats: PipelineStats = field(default_factory=PipelineStats)
 
     def __post_init__(self) -> None:
-        self.event_sink = ClickHouseSink(self.ch, "event_log", EVENT_LOG_COLUMNS, self.settings.sink_retry_max_s)
+        retry = self.settings.sink_retry_max_s
+        self.event_sink = ClickHouseSink(self.ch, "event_log", EVENT_LOG_COLUMNS, retry)
+        self.scenario_sink = ClickHouseSink(self.ch, "scenario_log", SCENARIO_LOG_COLUMNS, retry)
+        self.enrollment_sink = ClickHouseSink(self.ch, "enrollment_state", ENROLLMENT_COLUMNS, retry)
+        self.held = ReorderBuffer(int(self.settings.scenario_lateness_s * 1000), self.settings.scenario_idle_release_s)
+        # Batches and idle releases both touch the contact states: one at a time.
+        self.lock = asyncio.Lock()
 
-    async def handle(self, messages: list[RawMessage]) -> None:
-        checked = validate_batch(messages)
-        if checked.invalid:
-            for msg, reason in checked.invalid:
+    async def handle(self, batch: list[tuple[RawMessage, Any]]) -> list[Any]:
+        """Process one batch; returns the tokens of the messages that are done (safe to acknowledge)."""
+        async with self.lock:
+            return await self._handle(batch)
+
+    async def release_idle(self) -> list[Any]:
+        """Called periodically: derive what quiet partitions hold. Returns tokens to acknowledge."""
+        async with self.lock:
+            released = self.held.release_all()
+            if not released:
+                return []
+            return await self._derive_and_write([], released, [])
+
+    async def _handle(self, batch: list[tuple[RawMessage, Any]]) -> list[Any]:
+        events_batch = [(m, t) for m, t in batch if m.topic != self.commands_topic]
+        command_batch = [(m, t) for m, t in batch if m.topic == self.commands_topic]
+        tokens_of = {id(m): t for m, t in batch}
+        checked = validate_batch([m for m, _ in events_batch])
+        invalid = list(checked.invalid)
+        removals: list[Held] = []
+        for msg, token in command_batch:
+            try:
+                command = COMMAND_ADAPTER.validate_json(msg.value or b"")
+            except ValidationError as exc:
+                invalid.append((msg, explain(exc)))
+                continue
+            removals.append(Held(self._removal_event(command), Source(msg.topic, msg.partition, msg.offset), token))
+        if invalid:
+            for msg, reason in invalid:
                 log.info("dead letter %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, reason)
-            await self.send_dead_letters(checked.invalid)
-        rows = [event_log_row(ev, Source(m.topic, m.partition, m.offset)) for ev, m in checked.events]
-        await self.event_sink.write(rows)
-        self.stats.messages += len(messages)
+            await self.send_dead_letters(invalid)
+        done = [tokens_of[id(m)] for m, _ in invalid]
+
+        touched: set[int] = set()
+        for ev, msg in checked.events:
+            self.held.add(msg.partition, to_ms(ev.occurred_at), ev.event_id,
+                          Held(ev, Source(msg.topic, msg.partition, msg.offset), tokens_of[id(msg)]))
+            touched.add(msg.partition)
+        released = [item for p in sorted(touched) for item in self.held.release(p)]
+        log_rows = [event_log_row(ev, Source(m.topic, m.partition, m.offset)) for ev, m in checked.events]
+        log_rows += [event_log_row(h.event, h.source) for h in removals]
+        self.stats.messages += len(batch)
         self.stats.events += len(checked.events)
-        self.stats.dead_letters += len(checked.invalid)
+        self.stats.dead_letters += len(invalid)
+        self.stats.commands += len(command_batch)
+        return done + await self._derive_and_write(log_rows, released, removals)
+
+    def _removal_event(self, command: RemoveContact) -> AutomationRemoved:
+        """The command as the automation event it stands for, named and placed from the contact's state."""
+        key = partition_key(command.account_id, command.email, command.contact_id)
+        state = load_state(self.states.get(key))
+        enr = state["enr"].get(command.scenario_id, {})
+        return AutomationRemoved(
+            type="automation_removed",
+            event_id=f"removal:{command.request_id}:{contact_key(command.email, command.contact_id)}",
+            account_id=command.account_id, occurred_at=command.requested_at,
+            email=command.email or state["email"] or None,
+            contact_id=command.contact_id or state["contact_id"] or None,
+            automation_id=command.scenario_id, automation_name=enr.get("name", ""),
+            step_id=enr.get("step", ""), start_id=enr.get("start_id", ""),
+            entry_points=enr.get("entry_points", 1), removed_by=command.requested_by,
+        )
+
+    async def _derive_and_write(self, log_rows: list[list], released: list[Held], removals: list[Held]) -> list[Any]:
+        # A removal is a barrier: the contact's held events up to its time are applied first, at once.
+        ordered: dict[bytes, list[Held]] = {}
+        for h in released:
+            ordered.setdefault(self._key(h.event), []).append(h)
+        for r in removals:
+            key = self._key(r.event)
+            barrier = self.held.take_contact(
+                r.source.partition, lambda h, key=key: self._key(h.event) == key, to_ms(r.event.occurred_at))
+            ordered.setdefault(key, []).extend(barrier + [r])
+        derived = Derived()
+        changed: dict[bytes, bytes] = {}
+        for key, items in ordered.items():
+            items.sort(key=lambda h: (to_ms(h.event.occurred_at), h.event.event_id))
+            state = load_state(self.states.get(key))
+            dirty = False
+            for h in items:
+                dirty |= apply_event(state, h.event, h.source, derived)
+            if dirty:
+                changed[key] = dump_state(state)
+        # Rows first, contact states after: a crash in between re-derives the same rows.
+        await self.event_sink.write(log_rows)
+        await self.scenario_sink.write(derived.scenario_rows)
+        await self.enrollment_sink.write(derived.enrollment_rows)
+        for key, raw in changed.items():
+            self.states[key] = raw
+        self.stats.scenario_rows += len(derived.scenario_rows)
+        self.stats.enrollment_changes += len(derived.enrollment_rows)
+        self.stats.late_events += derived.late
+        return [h.token for items in ordered.values() for h in items]
+
+    @staticmethod
+    def _key(ev: Envelope) -> bytes:
+        return partition_key(ev.account_id, ev.email, ev.contact_id)

@@ -26,6 +26,14 @@ OLDEST = datetime(2000, 1, 1, tzinfo=timezone.utc)
 Name = Annotated[str, Field(max_length=512)]
 
 
+def normalize_email(v: str | None) -> str | None:
+    if v is None or v == "":
+        return None
+    if len(v) > 254 or not _EMAIL.match(v):
+        raise ValueError(f"not a valid email address: {v[:80]!r}")
+    return v.lower()
+
+
 class Envelope(BaseModel):
     """Fields every event carries. `ip` absent means the platform itself triggered the event."""
 
@@ -58,11 +66,7 @@ class Envelope(BaseModel):
     @field_validator("email")
     @classmethod
     def _email(cls, v: str | None) -> str | None:
-        if v is None or v == "":
-            return None
-        if len(v) > 254 or not _EMAIL.match(v):
-            raise ValueError(f"not a valid email address: {v[:80]!r}")
-        return v.lower()
+        return normalize_email(v)
 
     @field_validator("contact_id")
     @classmethod

@@ -7,11 +7,11 @@ from streams.topics import topics
 _names = topics(settings)
 
 
-def _raw(name: str):
-    return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+def _raw(*names: str):
+    return app.topic(*names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
                      allow_empty=True, partitions=settings.topic_partitions)
 
 
-events_topic = _raw(_names.events)
-commands_topic = _raw(_names.commands)
+# Events and commands in one stream: a removal is ordered with the contact's events.
+sources_topic = _raw(_names.events, _names.commands)
 dead_letters_topic = _raw(_names.dead_letters)

@@ -1,0 +1,70 @@
+"""Hold events briefly so that each contact's events are applied in event-time order.
+
+Per partition, the watermark is the newest event time seen (never ahead of the wall clock). An event
+is released once the watermark is more than `lateness` past it, or when its partition has been quiet
+for `idle_s`: an event that arrives late by less than `lateness` is still applied in its place.
+Held events are not acknowledged, so a crash re-delivers them; nothing held is lost.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import time
+from typing import Any, Callable
+
+
+class ReorderBuffer:
+    def __init__(self, lateness_ms: int, idle_s: float, monotonic: Callable[[], float] = time.monotonic,
+                 wall_ms: Callable[[], int] = lambda: int(time.time() * 1000)):
+        self.lateness_ms = lateness_ms
+        self.idle_s = idle_s
+        self._monotonic = monotonic
+        self._wall_ms = wall_ms
+        self._heaps: dict[int, list] = {}
+        self._watermark: dict[int, int] = {}
+        self._last_arrival: dict[int, float] = {}
+        self._seq = itertools.count()
+
+    def __len__(self) -> int:
+        return sum(len(h) for h in self._heaps.values())
+
+    def add(self, partition: int, t_ms: int, event_id: str, item: Any) -> None:
+        heapq.heappush(self._heaps.setdefault(partition, []), (t_ms, event_id, next(self._seq), item))
+        self._watermark[partition] = max(self._watermark.get(partition, 0), min(t_ms, self._wall_ms()))
+        self._last_arrival[partition] = self._monotonic()
+
+    def release(self, partition: int) -> list[Any]:
+        """Items of `partition` that can no longer be overtaken, in (event time, event_id) order."""
+        heap = self._heaps.get(partition)
+        if not heap:
+            return []
+        if self._monotonic() - self._last_arrival.get(partition, 0.0) >= self.idle_s:
+            limit = None  # quiet partition: nothing more is coming for now
+        else:
+            limit = self._watermark.get(partition, 0) - self.lateness_ms
+        out = []
+        while heap and (limit is None or heap[0][0] < limit):
+            out.append(heapq.heappop(heap)[3])
+        return out
+
+    def release_all(self) -> list[Any]:
+        return [item for p in list(self._heaps) for item in self.release(p)]
+
+    def take_contact(self, partition: int, belongs: Callable[[Any], bool], up_to_ms: int) -> list[Any]:
+        """Items of one contact up to a time, out of turn: a removal is a barrier applied at once."""
+        heap = self._heaps.get(partition, [])
+        taken = sorted(e for e in heap if e[0] <= up_to_ms and belongs(e[3]))
+        if taken:
+            ids = {e[2] for e in taken}
+            heap[:] = [e for e in heap if e[2] not in ids]
+            heapq.heapify(heap)
+        return [e[3] for e in taken]
+
+    def drop_partitions(self, partitions: set[int]) -> int:
+        """On revocation: forget what is held; those events are unacknowledged and will be re-delivered."""
+        dropped = 0
+        for p in partitions:
+            dropped += len(self._heaps.pop(p, []))
+            self._watermark.pop(p, None)
+            self._last_arrival.pop(p, None)
+        return dropped

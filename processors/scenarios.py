@@ -1,0 +1,220 @@
+"""Scenario log and enrollment state, derived from events applied in event-time order.
+
+Pure logic: one contact's state (a JSON-able dict kept in the Faust table `enrollments`) and one
+event in, rows out. The caller (processors.reorder) guarantees event-time order within the allowed
+lateness, so the same events always give the same rows and the same state, whatever their arrival
+order. An event older than what was already applied for the contact ("too late", or a re-delivery)
+changes no state. Only automation events change the state (and move its "applied" mark).
+
+Attribution of tracker and email events (also in the README):
+1. the email's `message_id` was sent by a scenario step (automation_action) -> that scenario and step;
+2. else its `template_id` / `campaign_id` was sent by a step of an enrollment that is still active or
+   waiting -> that scenario and step;
+3. else every enrollment of the contact that is active or waiting, at its current step;
+4. else (not enrolled) no scenario-log row.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+
+from schemas.events import Envelope
+from schemas.rows import Source
+
+ACTIVE = ("active", "waiting")
+MAX_SENDS = 200  # remembered sends per contact, for attribution of later opens and clicks
+
+SCENARIO_LOG_COLUMNS = (
+    "account_id", "scenario_id", "scenario_name", "occurred_at", "contact_id", "email", "step_id", "start_id",
+    "workflow_point", "type", "message_code", "message_params", "attribution", "source_event_id",
+    "src_topic", "src_partition", "src_offset",
+)
+ENROLLMENT_COLUMNS = (
+    "account_id", "scenario_id", "contact_key", "contact_id", "email", "scenario_name", "start_id", "step_id",
+    "status", "entered_at", "updated_at", "exit_reason", "wait_until", "source_event_id", "version",
+)
+WORKFLOW_POINT = {
+    "automation_started": "started", "automation_restarted": "restarted",
+    "automation_exited": "exited", "automation_removed": "manually_removed",
+}
+
+
+def contact_key(email: str | None, contact_id: int | None) -> str:
+    """The contact as keyed in Kafka (schemas.events.partition_key without the account)."""
+    return email if email else f"id:{contact_id}"
+
+
+def to_ms(t: datetime) -> int:
+    return int(t.timestamp() * 1000)
+
+
+def from_ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+
+
+@dataclass
+class Derived:
+    scenario_rows: list[list] = field(default_factory=list)
+    enrollment_rows: list[list] = field(default_factory=list)
+    late: int = 0
+
+
+def new_state() -> dict[str, Any]:
+    return {"applied": [0, ""], "email": "", "contact_id": 0, "enr": {}, "sends": {}}
+
+
+def _params(ev: Envelope) -> tuple[str, dict]:
+    d = ev.__dict__
+    t = d["type"]
+    if t == "automation_step_reached":
+        return t, {"step": d.get("step_name") or d["step_id"]}
+    if t == "automation_waiting":
+        until = d.get("wait_until")
+        return t, {"wait_for": d.get("wait_for") or "", "wait_until": until.isoformat() if until else ""}
+    if t == "automation_action":
+        if d["action"] == "send_email":
+            return "automation_email_sent", {"name": str(d.get("message_id") or d.get("template_id")
+                                                          or d.get("campaign_id") or "")}
+        return t, {"action": d["action"], "step": d["step_id"]}
+    if t == "automation_exited":
+        return t, {"reason": d["reason"]}
+    if t in ("automation_started", "automation_restarted", "automation_removed", "identify"):
+        return t, {}
+    if t == "track":
+        return t, {"name": d["event_name"]}
+    if t in ("page", "track_link"):
+        return t, {"url": d["url"]}
+    for name, ident in (("form_name", "form_id"), ("list_name", "list_id"), ("campaign_name", "campaign_id"),
+                        ("template_name", "template_id")):
+        if ident in d and d.get(ident) is not None:
+            return t, {"name": d.get(name) or str(d[ident])}
+    return t, {}
+
+
+def _scenario_row(ev: Envelope, src: Source, scenario_id: str, enr: dict, step_id: str, attribution: str) -> list:
+    code, params = _params(ev)
+    entry_points = enr.get("entry_points", 1)
+    return [
+        ev.account_id, scenario_id, enr.get("name", ""), ev.occurred_at, ev.contact_id or 0, ev.email or "",
+        step_id, enr.get("start_id", "") if entry_points > 1 else "", WORKFLOW_POINT.get(ev.type, ""), ev.type,
+        code, orjson.dumps(params).decode() if params else "", attribution, ev.event_id, *src,
+    ]
+
+
+def _enrollment_row(state: dict, account_id: str, key: str, scenario_id: str, enr: dict, event_id: str) -> list:
+    return [
+        account_id, scenario_id, key, state["contact_id"], state["email"], enr["name"],
+        enr["start_id"] if enr["entry_points"] > 1 else "", enr["step"], enr["status"],
+        from_ms(enr["entered_at"]), from_ms(enr["updated_at"]), enr["reason"],
+        from_ms(enr["wait_until"]) if enr.get("wait_until") else None, event_id,
+        enr["updated_at"] * 1000 + enr["changes"] % 1000,
+    ]
+
+
+def _remember_send(state: dict, ev: Envelope, scenario_id: str) -> None:
+    sends = state["sends"]
+    for prefix, value in (("m:", ev.message_id), ("t:", ev.template_id), ("c:", ev.campaign_id)):
+        if value:
+            sends[prefix + str(value)] = [scenario_id, ev.step_id]  # type: ignore[attr-defined]
+    while len(sends) > MAX_SENDS:
+        sends.pop(next(iter(sends)))
+
+
+def _apply_automation(state: dict, ev: Envelope, t: int) -> tuple[str, dict, bool]:
+    """Update the enrollment; returns (scenario_id, enrollment, changed)."""
+    d = ev.__dict__
+    sid = d["automation_id"]
+    enr = state["enr"].get(sid)
+    kind = d["type"]
+    name = d.get("automation_name") or (enr or {}).get("name", "")
+    if enr is None:
+        enr = {"name": name, "entry_points": d.get("entry_points", 1), "start_id": d.get("start_id", ""),
+               "step": d.get("step_id", ""), "status": "", "entered_at": t, "updated_at": t, "reason": "",
+               "wait_until": None, "changes": 0}
+        state["enr"][sid] = enr
+    before = (enr["status"], enr["step"], enr["entered_at"], enr["reason"], enr.get("wait_until"), enr["start_id"])
+    enr["name"] = name
+    is_open = enr["status"] in ACTIVE
+    if kind in ("automation_started", "automation_restarted"):
+        enr.update(status="active", step=d.get("step_id", ""), entered_at=t, reason="", wait_until=None,
+                   start_id=d.get("start_id", ""), entry_points=d.get("entry_points", 1))
+    elif kind in ("automation_step_reached", "automation_action") and (is_open or enr["status"] == ""):
+        enr.update(status="active", step=d["step_id"], wait_until=None)
+    elif kind == "automation_waiting" and (is_open or enr["status"] == ""):
+        until = d.get("wait_until")
+        enr.update(status="waiting", step=d["step_id"], wait_until=to_ms(until) if until else None)
+    elif kind == "automation_exited" and (is_open or enr["status"] == ""):
+        enr.update(status="exited", step=d.get("step_id") or enr["step"], reason=d["reason"], wait_until=None)
+    elif kind == "automation_removed" and (is_open or enr["status"] == ""):
+        enr.update(status="removed", step=d.get("step_id") or enr["step"], reason="manually_removed",
+                   wait_until=None)
+    # Anything else (a step after an exit or a removal) changes nothing: only a (re)start re-opens.
+    after = (enr["status"], enr["step"], enr["entered_at"], enr["reason"], enr.get("wait_until"), enr["start_id"])
+    changed = after != before
+    if changed:
+        enr["updated_at"] = t
+        enr["changes"] += 1
+    if kind == "automation_action":
+        _remember_send(state, ev, sid)
+    return sid, enr, changed
+
+
+def apply_event(state: dict, ev: Envelope, src: Source, out: Derived) -> bool:
+    """Apply one event (in event-time order) to one contact's state; True when the state changed."""
+    t = to_ms(ev.occurred_at)
+    mark = [t, ev.event_id]
+    too_late = mark <= state["applied"]
+    key = contact_key(ev.email, ev.contact_id)
+    if ev.type.startswith("automation_"):
+        if too_late:
+            # Its own row is deterministic (a re-delivery rewrites it); the state is not rewound.
+            out.late += 1
+            enr = state["enr"].get(ev.automation_id) or {"name": ev.automation_name,  # type: ignore[attr-defined]
+                                                         "entry_points": 1}
+            out.scenario_rows.append(_scenario_row(ev, src, ev.automation_id, enr,  # type: ignore[attr-defined]
+                                                   ev.step_id, "automation"))  # type: ignore[attr-defined]
+            return False
+        state["applied"] = mark
+        if ev.email:
+            state["email"] = ev.email
+        if ev.contact_id:
+            state["contact_id"] = ev.contact_id
+        sid, enr, changed = _apply_automation(state, ev, t)
+        out.scenario_rows.append(_scenario_row(ev, src, sid, enr, ev.step_id or enr["step"],  # type: ignore[attr-defined]
+                                               "automation"))
+        if changed:
+            out.enrollment_rows.append(_enrollment_row(state, ev.account_id, key, sid, enr, ev.event_id))
+        return True
+    if too_late:
+        # Older than an automation event already applied: attributing it to today's state could differ
+        # from what it got when it was first applied (a re-delivery), so it adds nothing.
+        out.late += 1
+        return False
+    # Tracker and email events read the state and never change it (no table write for them).
+    for sid, step, how in _attribute(state, ev):
+        out.scenario_rows.append(_scenario_row(ev, src, sid, state["enr"][sid], step, how))
+    return False
+
+
+def _attribute(state: dict, ev: Envelope) -> list[tuple[str, str, str]]:
+    enr = state["enr"]
+    if not enr:
+        return []
+    sends = state["sends"]
+    if ev.message_id and (hit := sends.get("m:" + ev.message_id)) and hit[0] in enr:
+        return [(hit[0], hit[1], "message")]
+    for prefix, value in (("t:", ev.template_id), ("c:", ev.campaign_id)):
+        if value and (hit := sends.get(prefix + str(value))) and enr.get(hit[0], {}).get("status") in ACTIVE:
+            return [(hit[0], hit[1], "message")]
+    return [(sid, e["step"], "enrollment") for sid, e in sorted(enr.items()) if e["status"] in ACTIVE]
+
+
+def load_state(raw: bytes | None) -> dict:
+    return orjson.loads(raw) if raw else new_state()
+
+
+def dump_state(state: dict) -> bytes:
+    return orjson.dumps(state)

@@ -1,0 +1,73 @@
+"""Scenario-log messages: stored as a code plus parameters, rendered in English or French when read.
+
+Storing codes keeps the log language-neutral and lets a wording change apply to old rows too.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+LANGUAGES = ("en", "fr")
+
+CATALOGUE: dict[str, dict[str, str]] = {
+    "automation_started": {"en": "Contact started the scenario", "fr": "Le contact a démarré le scénario"},
+    "automation_restarted": {"en": "Contact restarted the scenario", "fr": "Le contact a redémarré le scénario"},
+    "automation_step_reached": {"en": "Contact reached step {step}", "fr": "Le contact a atteint l'étape {step}"},
+    "automation_waiting": {"en": "Contact is waiting ({wait_for}) until {wait_until}",
+                           "fr": "Le contact est en attente ({wait_for}) jusqu'au {wait_until}"},
+    "automation_action": {"en": "Action {action} ran at step {step}",
+                          "fr": "L'action {action} a été exécutée à l'étape {step}"},
+    "automation_email_sent": {"en": "Email {name} sent", "fr": "Email {name} envoyé"},
+    "automation_exited": {"en": "Contact left the scenario ({reason})", "fr": "Le contact a quitté le scénario ({reason})"},
+    "automation_removed": {"en": "Contact manually removed from the scenario",
+                           "fr": "Le contact a été supprimé manuellement du scénario"},
+    "track": {"en": "Tracked event {name}", "fr": "Événement suivi {name}"},
+    "track_link": {"en": "Clicked the link {url}", "fr": "A cliqué sur le lien {url}"},
+    "page": {"en": "Visited the page {url}", "fr": "A visité la page {url}"},
+    "identify": {"en": "Was identified", "fr": "A été identifié"},
+    "form": {"en": "Submitted the form {name}", "fr": "A soumis le formulaire {name}"},
+    "list_addition": {"en": "Was added to the list {name}", "fr": "A été ajouté à la liste {name}"},
+    "campaign_opened": {"en": "Opened the campaign {name}", "fr": "A ouvert la campagne {name}"},
+    "campaign_clicked": {"en": "Clicked in the campaign {name}", "fr": "A cliqué dans la campagne {name}"},
+    "campaign_unsubscribed": {"en": "Unsubscribed from the campaign {name}",
+                              "fr": "S'est désinscrit de la campagne {name}"},
+    "templates_opened": {"en": "Opened the email {name}", "fr": "A ouvert l'email {name}"},
+    "templates_clicked": {"en": "Clicked in the email {name}", "fr": "A cliqué dans l'email {name}"},
+    "templates_unsubscribed": {"en": "Unsubscribed from the email {name}", "fr": "S'est désinscrit de l'email {name}"},
+}
+
+EXIT_REASONS = {
+    "completed": {"en": "completed", "fr": "terminé"},
+    "goal_reached": {"en": "goal reached", "fr": "objectif atteint"},
+    "condition_not_met": {"en": "condition not met", "fr": "condition non remplie"},
+    "unsubscribed": {"en": "unsubscribed", "fr": "désinscrit"},
+    "error": {"en": "error", "fr": "erreur"},
+    "other": {"en": "other", "fr": "autre"},
+}
+
+WORKFLOW_POINTS = {
+    "started": {"en": "started", "fr": "démarré"},
+    "restarted": {"en": "restarted", "fr": "redémarré"},
+    "exited": {"en": "exited", "fr": "quitté"},
+    "manually_removed": {"en": "manually removed", "fr": "supprimé manuellement"},
+}
+
+
+class _Blank(dict):
+    def __missing__(self, key: str) -> str:
+        return "?"
+
+
+def render(code: str, params: str | dict[str, Any] | None, language: str = "en") -> str:
+    """The message in `language`; unknown codes render as the code itself (never an error on read)."""
+    if language not in LANGUAGES:
+        raise ValueError(f"language must be one of {', '.join(LANGUAGES)}")
+    template = CATALOGUE.get(code, {}).get(language)
+    if template is None:
+        return code
+    values = orjson.loads(params) if isinstance(params, str) and params else (params or {})
+    values = dict(values)
+    if "reason" in values:
+        values["reason"] = EXIT_REASONS.get(values["reason"], {}).get(language, values["reason"])
+    return template.format_map(_Blank({k: "" if v is None else v for k, v in values.items()})).strip()
