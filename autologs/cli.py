@@ -160,22 +160,60 @@ def produce(source, all_or_nothing: bool) -> None:
     sys.exit(1 if rejected else 0)
 
 
+# --- contacts in scenarios ----------------------------------------------------------------------
+@cli.group()
+def contacts() -> None:
+    """Contacts in scenarios."""
+
+
+@contacts.command("remove")
+@click.option("--account", required=True, help="Account of the scenario.")
+@click.option("--scenario", required=True, help="Scenario (automation) id.")
+@click.option("--at", "at", help="Time of the removal (ISO 8601; default: now).")
+@click.option("--by", default="", help="Who removes them (kept in the log).")
+@click.argument("contact", nargs=-1)
+def contacts_remove(account: str, scenario: str, at: str | None, by: str, contact: tuple[str, ...]) -> None:
+    """Remove up to 50 contacts (emails or contact ids) from a scenario.
+
+    Each removal writes "contact manually removed from the scenario" in the scenario log and takes the
+    contact out of contacts in scenarios. More than 50 contacts are refused whole. Contacts that are
+    not active or waiting in the scenario are reported one by one (exit status 1).
+    """
+    from datetime import datetime
+
+    from autologs.removal import RemovalRefused, remove_contacts
+
+    when = None
+    if at:
+        try:
+            when = datetime.fromisoformat(at)
+        except ValueError:
+            _fail(f"--at {at!r} is not an ISO 8601 time, e.g. 2026-11-26T10:00:00Z")
+    try:
+        result = asyncio.run(remove_contacts(get_settings(), account, scenario, list(contact), when, by))
+    except RemovalRefused as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    for given in result.removed:
+        click.echo(f"removed: {given}")
+    for given, why in result.not_in_scenario:
+        click.echo(f"not removed: {given}: {why}", err=True)
+    click.echo(f"{len(result.removed)} contact(s) removed from {scenario} (request {result.request_id}); "
+               f"{len(result.not_in_scenario)} not in the scenario")
+    sys.exit(1 if result.not_in_scenario else 0)
+
+
 # --- analysts ------------------------------------------------------------------------------------
 @cli.command()
 @click.argument("query")
 @click.option("--format", "fmt", type=click.Choice(["tsv", "json"]), default="tsv", show_default=True)
 def sql(query: str, fmt: str) -> None:
     """Run one read-only QUERY on ClickHouse (`{db}` names the autologs database) and print the rows."""
-    from autologs.clickhouse import ClickHouse, ClickHouseUnavailable
-    from autologs.processes import worker_health, worker_query
+    from autologs.clickhouse import ClickHouseUnavailable
+    from autologs.processes import read_query
 
-    settings = get_settings()
     try:
-        if settings.embedded and worker_health(settings) is not None:
-            columns, rows = worker_query(settings, query)  # the worker holds the embedded engine
-        else:
-            result = ClickHouse(settings).query(query, settings={"readonly": 2})
-            columns, rows = list(result.column_names), result.result_rows
+        columns, rows = read_query(get_settings(), query)
     except ClickHouseUnavailable as exc:
         _fail(str(exc))
     except Exception as exc:

@@ -74,7 +74,8 @@ def stop_worker(settings: Settings, timeout_s: float = 60.0) -> bool:
     return True
 
 
-def worker_query(settings: Settings, query: str, timeout: float = 60.0) -> tuple[list[str], list[list]]:
+def worker_query(settings: Settings, query: str, parameters: dict | None = None,
+                 timeout: float = 60.0) -> tuple[list[str], list[list]]:
     """Run a read-only query through the running worker (which holds the embedded ClickHouse)."""
     from autologs.admin import HEADER, read_admin_key
 
@@ -82,7 +83,7 @@ def worker_query(settings: Settings, query: str, timeout: float = 60.0) -> tuple
     if key is None:
         raise RuntimeError(f"no admin key in {settings.data_dir}; is the worker running with this data dir?")
     req = urllib.request.Request(f"http://127.0.0.1:{settings.web_port}/admin/sql", method="POST",
-                                 data=json.dumps({"query": query}).encode(),
+                                 data=json.dumps({"query": query, "parameters": parameters}, default=str).encode(),
                                  headers={HEADER: key, "Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
@@ -90,3 +91,13 @@ def worker_query(settings: Settings, query: str, timeout: float = 60.0) -> tuple
     except urllib.error.HTTPError as exc:
         raise RuntimeError(json.loads(exc.read() or b"{}").get("error", str(exc))) from None
     return body["columns"], body["rows"]
+
+
+def read_query(settings: Settings, query: str, parameters: dict | None = None) -> tuple[list[str], list[list]]:
+    """A read-only query: through the worker when it holds the embedded engine, else directly."""
+    from autologs.clickhouse import ClickHouse
+
+    if settings.embedded and worker_health(settings) is not None:
+        return worker_query(settings, query, parameters)
+    result = ClickHouse(settings).query(query, parameters, settings={"readonly": 2})
+    return list(result.column_names), [list(r) for r in result.result_rows]

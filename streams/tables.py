@@ -6,15 +6,14 @@ partition of the contact's events (same key bytes, same partition count).
 """
 from __future__ import annotations
 
-import faust
-
 from streams.app import app, settings
 
 enrollments = app.Table(
     "enrollments",
     default=None,
     partitions=settings.topic_partitions,
-    schema=faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"),
+    key_type=bytes,  # bytes -> the "raw" codec for the changelog too (recovery decodes with it)
+    value_type=bytes,
     use_partitioner=True,
     help="Per contact (account:contact): its enrollments, remembered sends, and the applied mark",
 )

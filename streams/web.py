@@ -23,7 +23,7 @@ class Health(View):
 
 @app.page("/admin/sql")
 class AdminSql(View):
-    """POST {"query": "..."} with the admin key; runs read-only, answers {"columns": [...], "rows": [...]}."""
+    """POST {"query": "...", "parameters": {...}} with the admin key; runs read-only, answers {"columns": [...], "rows": [...]}."""
 
     async def post(self, request: Request) -> Response:
         from processors.agents import pipeline
@@ -32,11 +32,12 @@ class AdminSql(View):
             return self.json({"error": "admin key missing or wrong"}, status=401)
         body = await request.json()
         query = body.get("query") if isinstance(body, dict) else None
-        if not isinstance(query, str) or not query.strip():
-            return self.json({"error": "give {\"query\": \"SELECT ...\"}"}, status=400)
+        params = body.get("parameters") if isinstance(body, dict) else None
+        if not isinstance(query, str) or not query.strip() or not isinstance(params, (dict, type(None))):
+            return self.json({"error": "give {\"query\": \"SELECT ...\", \"parameters\": {...}}"}, status=400)
         ch = pipeline().ch
         try:
-            result = await ch.run(lambda: ch.query(query, settings={"readonly": 2}))
+            result = await ch.run(lambda: ch.query(query, params, settings={"readonly": 2}))
         except Exception as exc:
             return self.json({"error": f"query failed: {exc}"}, status=400)
         payload = orjson.dumps({"columns": list(result.column_names), "rows": result.result_rows}, default=str)

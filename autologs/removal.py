@@ -1,0 +1,91 @@
+"""Manual removal of up to 50 contacts from a scenario (the seed's "remove selected contacts").
+
+The enrollment state tells who is in the scenario; each contact found active or waiting gets one
+command on the commands topic, keyed like its events, so the worker applies it in order with them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import orjson
+
+from autologs.config import Settings
+from schemas.commands import MAX_CONTACTS_PER_REMOVAL, RemoveContact, new_request_id
+from schemas.events import normalize_email, partition_key
+
+
+class RemovalRefused(ValueError):
+    """The whole request is refused; nothing was sent."""
+
+
+@dataclass(frozen=True)
+class RemovalResult:
+    request_id: str
+    removed: list[str]
+    not_in_scenario: list[tuple[str, str]]  # (contact as given, why)
+
+
+def parse_contacts(given: list[str]) -> tuple[list[str], list[int]]:
+    if not given:
+        raise RemovalRefused("name at least one contact (email or contact id)")
+    if len(given) > MAX_CONTACTS_PER_REMOVAL:
+        raise RemovalRefused(f"{len(given)} contacts given; at most {MAX_CONTACTS_PER_REMOVAL} per request. "
+                             "Nothing was removed: split the list.")
+    emails, ids = [], []
+    for g in given:
+        if g.isdigit():
+            ids.append(int(g))
+        else:
+            try:
+                emails.append(normalize_email(g))
+            except ValueError as exc:
+                raise RemovalRefused(f"{g!r}: neither an email nor a contact id ({exc}). Nothing was removed.")
+    return emails, ids
+
+
+LOOKUP = (
+    "SELECT contact_key, email, contact_id, status FROM {db}.enrollment_state FINAL "
+    "WHERE account_id = {account:String} AND scenario_id = {scenario:String} "
+    "AND (email IN {emails:Array(String)} OR contact_id IN {ids:Array(UInt64)})"
+)
+
+
+def plan(given: list[str], rows: list[list]) -> tuple[list[dict], list[tuple[str, str]]]:
+    """Match what the operator gave with the enrollment rows: who is removed, who is reported."""
+    by_email = {r[1]: r for r in rows if r[1]}
+    by_id = {r[2]: r for r in rows if r[2]}
+    found, missing, seen = [], [], set()
+    for g in given:
+        row = by_id.get(int(g)) if g.isdigit() else by_email.get(g.lower())
+        if row is None:
+            missing.append((g, "not in this scenario"))
+        elif row[3] not in ("active", "waiting"):
+            missing.append((g, f"not in this scenario any more ({row[3]})"))
+        elif row[0] not in seen:
+            seen.add(row[0])
+            found.append({"given": g, "email": row[1] or None, "contact_id": row[2] or None})
+    return found, missing
+
+
+async def remove_contacts(settings: Settings, account: str, scenario: str, given: list[str],
+                          at: datetime | None = None, by: str = "") -> RemovalResult:
+    from autologs.processes import read_query
+    from streams.produce import publish
+    from streams.topics import ensure_topics, topics
+
+    emails, ids = parse_contacts(given)
+    _, rows = read_query(settings, LOOKUP, {"account": account, "scenario": scenario, "emails": emails, "ids": ids})
+    found, missing = plan(given, rows)
+    request_id = new_request_id()
+    at = at or datetime.now(timezone.utc)
+    messages = []
+    for c in found:
+        command = RemoveContact(request_id=request_id, account_id=account, scenario_id=scenario, email=c["email"],
+                                contact_id=c["contact_id"], requested_at=at, requested_by=by)
+        messages.append((partition_key(account, command.email, command.contact_id),
+                         orjson.dumps(command.model_dump(mode="json"))))
+    if messages:
+        await ensure_topics(settings)
+        await publish(settings, topics(settings).commands, messages)
+    return RemovalResult(request_id, [c["given"] for c in found], missing)
