@@ -9,6 +9,8 @@ import click
 from autologs import broker
 from autologs.config import Settings
 from autologs.processes import start_worker, worker_health, worker_query
+from autologs.removal import remove_contacts
+from schemas.messages import render
 from streams.simulate import SimulationSpec, run_simulation
 from streams.topics import ensure_topics, group_lag, topics
 
@@ -28,18 +30,18 @@ def section(title: str) -> None:
     click.echo("\n" + click.style(title, bold=True))
 
 
-def print_query(settings: Settings, query: str) -> None:
-    columns, rows = worker_query(settings, query)
+def print_query(settings: Settings, query: str, parameters: dict | None = None) -> None:
+    columns, rows = worker_query(settings, query, parameters)
     click.echo(_table(columns, rows))
 
 
-async def wait_written(settings: Settings, timeout: float = 600.0) -> None:
+async def wait_written(settings: Settings, timeout: float = 600.0, topic: str = "events") -> None:
     """Until the worker has committed every message: committed only after written, so all is in ClickHouse."""
     names = topics(settings)
     deadline = time.monotonic() + timeout
     last = None
     while True:
-        lag = await group_lag(settings.kafka_bootstrap, names.app_id, [names.events])
+        lag = await group_lag(settings.kafka_bootstrap, names.app_id, [getattr(names, topic)])
         if lag == 0:
             return
         if lag != last:
@@ -103,4 +105,34 @@ def run_demo(settings: Settings, contacts: int, seed: int) -> None:
         original = (dl.original or b"")[:60]
         click.echo(f"  {dl.source_topic}[{dl.source_partition}]@{dl.source_offset}: {dl.reason}  <- {original!r}")
     click.echo(f"  {len(letters)} dead letter(s)")
+
+    section("6. Scenario log (messages rendered from the catalogue; English, then French)")
+    columns, rows = worker_query(settings, (
+        "SELECT occurred_at, email, scenario_name, step_id, start_id, workflow_point, type, message_code, "
+        "message_params FROM {db}.scenario_log FINAL ORDER BY occurred_at DESC, source_event_id LIMIT 8"))
+    shown = [r[:7] + [render(r[7], r[8], "en")] for r in rows]
+    click.echo(_table(columns[:7] + ["message"], shown, width=40))
+    click.echo("   " + " | ".join(render(r[7], r[8], "fr") for r in rows[:3]))
+
+    section("7. Contacts in scenarios (active or waiting), per scenario and step")
+    print_query(settings, "SELECT account_id, scenario_name, step_id, status, count() AS contacts "
+                          "FROM {db}.enrollment_state FINAL WHERE status IN ('active', 'waiting') "
+                          "GROUP BY ALL ORDER BY account_id, scenario_name, step_id, status")
+
+    section("8. Removing 3 contacts from a scenario (as an operator would)")
+    _, picked = worker_query(settings, (
+        "SELECT account_id, scenario_id, email FROM {db}.enrollment_state FINAL "
+        "WHERE status IN ('active', 'waiting') ORDER BY account_id, scenario_id, email LIMIT 3"))
+    if picked:
+        account, scenario = picked[0][0], picked[0][1]
+        emails = [r[2] for r in picked if r[0] == account and r[1] == scenario]
+        result = asyncio.run(remove_contacts(settings, account, scenario, emails, by="demo"))
+        click.echo(f"  autologs contacts remove --account {account} --scenario {scenario} {' '.join(emails)}")
+        click.echo(f"  removed {len(result.removed)}; not in the scenario: {result.not_in_scenario or 'none'}")
+        asyncio.run(wait_written(settings, topic="commands"))
+        columns, rows = worker_query(settings, (
+            "SELECT occurred_at, email, scenario_name, step_id, workflow_point, message_code, message_params "
+            "FROM {db}.scenario_log FINAL WHERE workflow_point = 'manually_removed' AND email IN {e:Array(String)} "
+            "ORDER BY email"), {"e": emails})
+        click.echo(_table(columns[:5] + ["message (fr)"], [r[:5] + [render(r[5], r[6], "fr")] for r in rows], 50))
     click.echo("\nThe broker and the worker keep running; `make stop` stops them.")

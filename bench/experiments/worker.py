@@ -13,7 +13,7 @@ import sys
 
 
 def main() -> None:
-    app_id = os.environ.get("BENCH_APP_ID")
+    app_id = os.environ.get("BENCH_FAUST_APP_ID") or os.environ.get("BENCH_APP_ID")
     if app_id:
         from streams import topics as topics_mod
 
