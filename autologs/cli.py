@@ -79,6 +79,8 @@ def migrate(plan: bool) -> None:
         click.echo(f"{len(pending)} pending migration(s) in database {ch.database}")
         return
     done = m.migrate(ch, progress=lambda mig: click.echo(f"applying {mig.path.name}"))
+    for change in m.apply_retention(ch, get_settings()):
+        click.echo(f"retention: {change}")
     click.echo(f"{len(done)} migration(s) applied; database {ch.database} is up to date")
 
 
@@ -98,7 +100,10 @@ def worker(loglevel: str) -> None:
         _fail(f"Kafka at {settings.kafka_bootstrap} did not answer ({exc!r}). Start it with "
               "`autologs broker start` or set AUTOLOGS_KAFKA_BOOTSTRAP.")
     try:
-        applied = m.migrate(ClickHouse(settings))
+        ch = ClickHouse(settings)
+        applied = m.migrate(ch)
+        for change in m.apply_retention(ch, settings):
+            click.echo(f"retention: {change}", err=True)
     except ClickHouseUnavailable as exc:
         _fail(str(exc))
     if applied:
@@ -201,6 +206,357 @@ def contacts_remove(account: str, scenario: str, at: str | None, by: str, contac
     click.echo(f"{len(result.removed)} contact(s) removed from {scenario} (request {result.request_id}); "
                f"{len(result.not_in_scenario)} not in the scenario")
     sys.exit(1 if result.not_in_scenario else 0)
+
+
+# --- reads -----------------------------------------------------------------------------------------
+VIEW = click.Choice(["events", "scenarios", "contacts"])
+
+
+def _read_params(account: str, date_from, date_to, tz, lang, filters) -> dict[str, str]:
+    params = {"account": account, "tz": tz, "lang": lang}
+    if date_from:
+        params["from"] = date_from
+    if date_to:
+        params["to"] = date_to
+    for f in filters:
+        if "=" not in f:
+            _fail(f"--filter {f!r}: write NAME=VALUE, e.g. --filter email=ann@example.com")
+        name, value = f.split("=", 1)
+        params[name] = value
+    return params
+
+
+def _read_options(fn):
+    for option in reversed([
+        click.option("--account", required=True, help="Account whose logs to read."),
+        click.option("--from", "date_from", help="Start (ISO 8601 date or time, in --tz). Default: 7 days ago."),
+        click.option("--to", "date_to", help="End (ISO 8601, in --tz). Default: now."),
+        click.option("--tz", default="UTC", show_default=True, help="IANA time zone of the bounds and the dates shown."),
+        click.option("--lang", type=click.Choice(["en", "fr"]), default="en", show_default=True),
+        click.option("--filter", "-f", "filters", multiple=True,
+                     help="NAME=VALUE, repeatable: email, contact_id, scenario, step, event_type, ..."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def _worker_holds_data(settings) -> bool:
+    from autologs.processes import worker_health
+
+    return settings.embedded and worker_health(settings) is not None
+
+
+@cli.command()
+@click.argument("view", type=VIEW)
+@_read_options
+@click.option("--limit", default=50, show_default=True, help="Rows per page (at most 1000).")
+@click.option("--cursor", help="Continue after a previous page (printed at its end).")
+def logs(view, account, date_from, date_to, tz, lang, filters, limit, cursor) -> None:
+    """Print a page of the event log, the scenario log or the contacts in scenarios, newest first."""
+    from autologs.demo import _table
+
+    settings = get_settings()
+    params = _read_params(account, date_from, date_to, tz, lang, filters) | {"limit": str(limit)}
+    if cursor:
+        params["cursor"] = cursor
+    try:
+        if _worker_holds_data(settings):
+            from autologs.processes import worker_api
+
+            with worker_api(settings, view, params) as r:
+                result = orjson.loads(r.read())
+        else:
+            from autologs.clickhouse import ClickHouse
+            from query import views
+
+            params.pop("account")
+            result = views.page(ClickHouse(settings), view, account, params)
+    except Exception as exc:  # QueryError, an unreachable worker, ...
+        _fail(str(exc))
+    columns = [c for c in result["columns"] if c != "id"]
+    click.echo(_table(columns, [[row.get(c) for c in columns] for row in result["rows"]], width=40))
+    click.echo(f"{len(result['rows'])} row(s) from {result['from']} to {result['to']} ({result['tz']})")
+    if result.get("next_cursor"):
+        click.echo(f"next page: --cursor {result['next_cursor']}")
+
+
+@cli.command()
+@click.argument("view", type=VIEW)
+@_read_options
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), required=True,
+              help="CSV file to write.")
+def export(view, account, date_from, date_to, tz, lang, filters, output) -> None:
+    """Write a CSV dump of a view for a date range (streamed: memory stays flat whatever the range)."""
+    import time
+
+    settings = get_settings()
+    params = _read_params(account, date_from, date_to, tz, lang, filters)
+    started, written = time.monotonic(), 0
+    try:
+        with open(output, "wb") as out, click.progressbar(length=0, label=f"exporting {view}",
+                                                           file=sys.stderr, show_pos=True) as bar:
+            if _worker_holds_data(settings):
+                from autologs.processes import worker_api
+
+                with worker_api(settings, f"{view}.csv", params, timeout=3600) as r:
+                    while chunk := r.read(1 << 20):
+                        out.write(chunk)
+                        written += chunk.count(b"\n")
+                        bar.update(chunk.count(b"\n"))
+            else:
+                from autologs.clickhouse import ClickHouse
+                from query.csv_export import export_csv
+
+                params.pop("account")
+                written = export_csv(ClickHouse(settings), view, account, params, out, progress=bar.update)
+    except Exception as exc:
+        _fail(str(exc))
+    click.echo(f"wrote {output}: {max(written - 1, 0)} row(s) in {time.monotonic() - started:.1f}s")
+
+
+@cli.group()
+def keys() -> None:
+    """API keys (each bound to one account)."""
+
+
+@keys.command("create")
+@click.option("--account", required=True)
+@click.option("--label", default="", help="Who or what uses the key.")
+def keys_create(account: str, label: str) -> None:
+    """Create an API key for ACCOUNT and print it (it is shown once; only a hash is stored)."""
+    settings = get_settings()
+    try:
+        if _worker_holds_data(settings):
+            import json
+            import urllib.request
+
+            from autologs.admin import HEADER, read_admin_key
+
+            req = urllib.request.Request(f"http://127.0.0.1:{settings.web_port}/admin/keys", method="POST",
+                                         data=json.dumps({"account": account, "label": label}).encode(),
+                                         headers={HEADER: read_admin_key(settings) or ""})
+            with urllib.request.urlopen(req, timeout=30) as r:
+                key = json.loads(r.read())["key"]
+        else:
+            from autologs import migrate as m
+            from autologs.clickhouse import ClickHouse
+            from autologs.keys import create_key
+
+            ch = ClickHouse(settings)
+            m.migrate(ch)
+            key = create_key(ch, account, label)
+    except Exception as exc:
+        _fail(str(exc))
+    click.echo(key)
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True)
+def api(host: str, port: int) -> None:
+    """Serve the HTTP API alone (with a ClickHouse server; with embedded chdb the worker serves it)."""
+    settings = get_settings()
+    if settings.embedded:
+        _fail("with embedded chdb only the worker may open the data, and it serves the API on "
+              f"http://127.0.0.1:{settings.web_port}/api/v1/. Set AUTOLOGS_CLICKHOUSE_DSN to run it alone.")
+    from api.routes import serve
+
+    serve(settings, host, port)
+
+
+# --- replay ------------------------------------------------------------------------------------------
+@cli.command("replay")
+@click.option("--from", "date_from", help="Re-read messages from this time (ISO 8601). Default: the beginning.")
+@click.option("--to", "date_to", help="...up to this time. Default: the end.")
+@click.option("--topics", "chosen", multiple=True, type=click.Choice(["events", "commands"]),
+              help="Topics to re-read (default: both).")
+@click.option("--in-place", is_flag=True, help="Write into the live tables (relies on the exactly-once effect).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted replay from its checkpoint.")
+def replay_command(date_from, date_to, chosen, in_place, resume) -> None:
+    """Rebuild the event log, the scenario log and the enrollment state from the topics.
+
+    By default into shadow tables, verified day by day against what was read, then swapped in
+    atomically (readers never see a half-built log). With embedded chdb the replay runs inside the
+    running worker; without a worker it runs here.
+    """
+    import time
+    from datetime import datetime
+
+    from replay.plan import ReplayRefused
+
+    settings = get_settings()
+    try:
+        t_from = datetime.fromisoformat(date_from) if date_from else None
+        t_to = datetime.fromisoformat(date_to) if date_to else None
+    except ValueError as exc:
+        _fail(f"bad time ({exc}): use ISO 8601, e.g. 2026-11-20T00:00:00Z")
+    body = {"from": date_from, "to": date_to, "topics": list(chosen) or None, "in_place": in_place,
+            "resume": resume}
+    if _worker_holds_data(settings):
+        report = _replay_through_worker(settings, body)
+    else:
+        from autologs.clickhouse import ClickHouse, ClickHouseUnavailable
+        from replay.service import replay
+
+        try:
+            ch = ClickHouse(settings, threads=2)
+        except ClickHouseUnavailable as exc:
+            _fail(f"{exc} A replay needs the data: start the worker (`autologs worker`) and run the replay "
+                  "again, it will run inside it.")
+        bar = _ReplayBar()
+        try:
+            run, result = asyncio.run(replay(settings, ch, t_from, t_to, list(chosen) or None, in_place, resume,
+                                             bar.update))
+        except ReplayRefused as exc:
+            _fail(str(exc))
+        finally:
+            bar.close()
+        from dataclasses import asdict
+
+        report = asdict(result) | {"events_per_s": round(result.events_per_s)}
+    click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+
+
+class _ReplayBar:
+    """Progress with events/s and ETA, on stderr."""
+
+    def __init__(self) -> None:
+        self.last = 0.0
+
+    def update(self, p) -> None:
+        import time
+
+        if time.monotonic() - self.last < 0.5 and p.phase == "replaying":
+            return
+        self.last = time.monotonic()
+        eta = f"{p.eta_s:.0f}s" if p.eta_s is not None else "?"
+        pct = 100 * p.read / p.total if p.total else 100
+        click.echo(f"\r{p.phase:<12} {p.read}/{p.total} ({pct:5.1f}%)  {p.rate:,.0f} events/s  ETA {eta}   ",
+                   err=True, nl=False)
+
+    def close(self) -> None:
+        click.echo("", err=True)
+
+
+def _replay_through_worker(settings, body: dict) -> dict:
+    import json
+    import time
+    import urllib.error
+    import urllib.request
+
+    from autologs.admin import HEADER, read_admin_key
+
+    url = f"http://127.0.0.1:{settings.web_port}/admin/replay"
+    headers = {HEADER: read_admin_key(settings) or "", "Content-Type": "application/json"}
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, method="POST", data=json.dumps(body).encode(),
+                                                      headers=headers), timeout=30)
+    except urllib.error.HTTPError as exc:
+        _fail(json.loads(exc.read() or b"{}").get("error", str(exc)))
+    bar = _ReplayBar()
+
+    class P:  # the worker's status, shaped like ReplayProgress for the bar
+        def __init__(self, s):
+            self.phase, self.read, self.total = s.get("phase", "starting"), s.get("read", 0), s.get("total", 0)
+            self.rate, self.eta_s = s.get("events_per_s", 0), s.get("eta_s")
+
+    try:
+        while True:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30) as r:
+                status = json.loads(r.read())
+            bar.update(P(status))
+            if not status.get("running"):
+                break
+            time.sleep(0.5)
+    finally:
+        bar.close()
+    if status.get("error"):
+        _fail(status["error"])
+    return status["report"]
+
+
+# --- dead letters -------------------------------------------------------------------------------------
+@cli.group()
+def dlq() -> None:
+    """Dead letters: inspect them, and re-drive them into their source topics."""
+
+
+def _since(value: str | None):
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(value) if value else None
+    except ValueError:
+        _fail(f"--since {value!r} is not an ISO 8601 time")
+
+
+@dlq.command("list")
+@click.option("--since", help="Only letters written since this time (ISO 8601).")
+@click.option("--type", "event_type", help="Only letters whose original has this `type` (or not-json, ...).")
+def dlq_list(since, event_type) -> None:
+    """One line per dead letter: id (partition:offset), time, type, source, reason."""
+    from datetime import datetime, timezone
+
+    from replay.deadletters import list_letters
+
+    letters = asyncio.run(list_letters(get_settings(), _since(since), event_type))
+    for dl in letters:
+        when = datetime.fromtimestamp(dl.timestamp_ms / 1000, tz=timezone.utc).isoformat(timespec="seconds")
+        again = " (re-driven, failed again)" if dl.redrive_of else ""
+        click.echo(f"{dl.id}\t{when}\t{dl.event_type}\t{dl.source_topic}[{dl.source_partition}]@"
+                   f"{dl.source_offset}\t{dl.reason[:160]}{again}")
+    click.echo(f"{len(letters)} dead letter(s)", err=True)
+
+
+@dlq.command("show")
+@click.argument("letter_id")
+def dlq_show(letter_id) -> None:
+    """Everything about one letter (LETTER_ID is partition:offset), with its original bytes."""
+    from replay.deadletters import list_letters
+
+    found = [dl for dl in asyncio.run(list_letters(get_settings())) if dl.id == letter_id]
+    if not found:
+        _fail(f"no dead letter {letter_id}; `autologs dlq list` shows their ids")
+    dl = found[0]
+    for name in ("id", "reason", "source_topic", "source_partition", "source_offset", "failed_at", "redrive_of"):
+        click.echo(f"{name}: {getattr(dl, name)}")
+    click.echo(f"key: {dl.key!r}")
+    click.echo("original:")
+    click.echo((dl.original or b"").decode("utf-8", errors="replace"))
+
+
+@dlq.command("redrive")
+@click.option("--since", help="Only letters written since this time.")
+@click.option("--type", "event_type", help="Only letters whose original has this `type`.")
+@click.option("--id", "ids", multiple=True, help="Only these letters (partition:offset), repeatable.")
+@click.option("--fix", type=click.File("rb"),
+              help='JSON lines {"id": "p:o", "value": {...corrected event...}}: send these payloads instead.')
+@click.option("--include-failed-redrives", is_flag=True, help="Also letters that already failed a re-drive.")
+def dlq_redrive(since, event_type, ids, fix, include_failed_redrives) -> None:
+    """Send dead letters back to their source topic (after a schema fix, or with corrected payloads).
+
+    Each letter is re-driven once: a re-driven message that is still invalid returns to the
+    dead-letter topic once and is not re-driven again unless asked; one that is now valid lands once.
+    """
+    from replay.deadletters import list_letters, redrive
+
+    fixes = {}
+    if fix:
+        for n, line in enumerate(fix, 1):
+            if line.strip():
+                try:
+                    item = orjson.loads(line)
+                    fixes[str(item["id"])] = orjson.dumps(item["value"])
+                except (orjson.JSONDecodeError, KeyError, TypeError):
+                    _fail(f"--fix line {n}: expected {{\"id\": \"p:o\", \"value\": {{...}}}}")
+    settings = get_settings()
+    letters = asyncio.run(list_letters(settings, _since(since), event_type))
+    if ids or fixes:
+        wanted = set(ids) | set(fixes)
+        letters = [dl for dl in letters if dl.id in wanted]
+    result = asyncio.run(redrive(settings, letters, fixes, include_failed_redrives))
+    click.echo(f"{result['redriven']} re-driven ({result['fixed']} with a fix); skipped: "
+               f"{result['already_redriven']} already re-driven, {result['failed_redrive']} that failed a re-drive")
 
 
 # --- analysts ------------------------------------------------------------------------------------

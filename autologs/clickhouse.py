@@ -20,7 +20,6 @@ T = TypeVar("T")
 _client: Client | None = None
 _client_key: str | None = None
 _lock = threading.Lock()
-_query_lock = threading.Lock()  # one query at a time on the shared client
 
 
 class ClickHouseUnavailable(RuntimeError):
@@ -63,32 +62,29 @@ def get_client(settings: Settings) -> Client:
 class ClickHouse:
     """Database-aware helper around the process client; `{db}` in SQL is the autologs database."""
 
-    def __init__(self, settings: Settings, database: str | None = None):
+    def __init__(self, settings: Settings, database: str | None = None, threads: int = 1):
         self.settings = settings
         self.database = database or settings.clickhouse_database
         self.client = get_client(settings)
-        # One thread: chdb queries run one at a time, off the event loop.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
+        # Off the event loop. The client serves concurrent threads (measured on chdb: inserts and
+        # queries side by side), so readers get their own pool and never wait behind a long insert.
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="clickhouse")
 
     def sql(self, text: str) -> str:
         return text.replace("{db}", f"`{self.database}`")
 
     def command(self, text: str, parameters: dict | None = None, settings: dict | None = None) -> Any:
-        with _query_lock:
-            return self.client.command(self.sql(text), parameters=parameters, settings=settings)
+        return self.client.command(self.sql(text), parameters=parameters, settings=settings)
 
     def query(self, text: str, parameters: dict | None = None, settings: dict | None = None):
-        with _query_lock:
-            return self.client.query(self.sql(text), parameters=parameters, settings=settings)
+        return self.client.query(self.sql(text), parameters=parameters, settings=settings)
 
     def rows(self, text: str, parameters: dict | None = None, settings: dict | None = None) -> list[tuple]:
         return self.query(text, parameters, settings).result_rows
 
     def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str],
                settings: dict | None = None) -> None:
-        with _query_lock:
-            self.client.insert(table, rows, column_names=list(columns), database=self.database,
-                               settings=settings)
+        self.client.insert(table, rows, column_names=list(columns), database=self.database, settings=settings)
 
     def ensure_database(self) -> None:
         self.command("CREATE DATABASE IF NOT EXISTS {db}")

@@ -95,3 +95,29 @@ def migrate(ch: ClickHouse, ddl_dir: Path = DDL_DIR, progress=None) -> list[Migr
             ch.command(statement)
         ch.insert("schema_migrations", [[m.id, m.checksum()]], ["id", "checksum"])
     return pending
+
+
+RETENTION_TABLES = {"event_log": "event_log_ttl_days", "scenario_log": "scenario_log_ttl_days"}
+
+
+def apply_retention(ch: ClickHouse, settings) -> list[str]:
+    """Bring each log's TTL to its setting (after the migrations; idempotent, so safe at every start).
+
+    Retention is configuration, not schema: it is not a DDL file, and changing it needs no new file.
+    """
+    changed = []
+    for table, setting in RETENTION_TABLES.items():
+        days = getattr(settings, setting)
+        current = ch.rows("SELECT create_table_query FROM system.tables WHERE database = {d:String} "
+                          "AND name = {t:String}", {"d": ch.database, "t": table})
+        if not current:
+            continue
+        has_ttl = " TTL " in current[0][0]
+        wanted = f"toDateTime(occurred_at) + toIntervalDay({days})"
+        if days > 0 and wanted not in current[0][0].replace("INTERVAL", "toIntervalDay"):
+            ch.command(f"ALTER TABLE {{db}}.{table} MODIFY TTL toDateTime(occurred_at) + INTERVAL {int(days)} DAY")
+            changed.append(f"{table}: rows kept {days} days")
+        elif days == 0 and has_ttl:
+            ch.command(f"ALTER TABLE {{db}}.{table} REMOVE TTL")
+            changed.append(f"{table}: rows kept forever")
+    return changed

@@ -101,3 +101,20 @@ def read_query(settings: Settings, query: str, parameters: dict | None = None) -
         return worker_query(settings, query, parameters)
     result = ClickHouse(settings).query(query, parameters, settings={"readonly": 2})
     return list(result.column_names), [list(r) for r in result.result_rows]
+
+
+def worker_api(settings: Settings, path: str, params: dict[str, str], timeout: float = 120.0):
+    """Open GET /api/v1/<path> on the running worker with the local admin key (acting for an account)."""
+    from urllib.parse import urlencode
+
+    from autologs.admin import HEADER, read_admin_key
+
+    key = read_admin_key(settings)
+    if key is None:
+        raise RuntimeError(f"no admin key in {settings.data_dir}; is the worker running with this data dir?")
+    url = f"http://127.0.0.1:{settings.web_port}/api/v1/{path}?{urlencode(params)}"
+    req = urllib.request.Request(url, headers={HEADER: key})
+    try:
+        return urllib.request.urlopen(req, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        raise RuntimeError(json.loads(exc.read() or b"{}").get("error", str(exc))) from None

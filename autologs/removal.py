@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Awaitable, Callable
 
 import orjson
 
@@ -68,14 +69,19 @@ def plan(given: list[str], rows: list[list]) -> tuple[list[dict], list[tuple[str
     return found, missing
 
 
+Lookup = Callable[[str, dict], Awaitable[list[list]]]
+
+
 async def remove_contacts(settings: Settings, account: str, scenario: str, given: list[str],
-                          at: datetime | None = None, by: str = "") -> RemovalResult:
-    from autologs.processes import read_query
+                          at: datetime | None = None, by: str = "", lookup: Lookup | None = None) -> RemovalResult:
+    """`lookup` runs a read query (the API passes its own; the CLI goes through the worker or directly)."""
     from streams.produce import publish
     from streams.topics import ensure_topics, topics
 
     emails, ids = parse_contacts(given)
-    _, rows = read_query(settings, LOOKUP, {"account": account, "scenario": scenario, "emails": emails, "ids": ids})
+    if lookup is None:
+        lookup = _read_query_lookup(settings)
+    rows = await lookup(LOOKUP, {"account": account, "scenario": scenario, "emails": emails, "ids": ids})
     found, missing = plan(given, rows)
     request_id = new_request_id()
     at = at or datetime.now(timezone.utc)
@@ -89,3 +95,12 @@ async def remove_contacts(settings: Settings, account: str, scenario: str, given
         await ensure_topics(settings)
         await publish(settings, topics(settings).commands, messages)
     return RemovalResult(request_id, [c["given"] for c in found], missing)
+
+
+def _read_query_lookup(settings: Settings) -> Lookup:
+    from autologs.processes import read_query
+
+    async def lookup(query: str, parameters: dict) -> list[list]:
+        return read_query(settings, query, parameters)[1]
+
+    return lookup

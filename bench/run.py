@@ -196,6 +196,7 @@ async def measure(p: Proc, n: int, bootstrap: str, topic: str, timeout: float, p
     elapsed = t1 - t0
     done = n - r0 if n > r0 else n  # everything in the first batch (smoke): a lower bound
     return {"events_per_s": round(done / elapsed, 1), "seconds": round(elapsed, 3), "rows_at_start": r0,
+            "single_batch": r0 >= n,  # everything landed in the first insert: the rate means nothing (smoke)
             "rows_only_events_per_s": round(done / max(rows_done_at - t0, 1e-3), 1)}
 
 
@@ -350,6 +351,8 @@ def main(argv: list[str] | None = None) -> dict:
             group = f"{prefix}-{name}"
             if module != "-":
                 more["BENCH_AGENTS_MODULE"] = module
+            if "BENCH_FAUST_APP_ID" in more:  # keep Faust's own topics under the prefix: deleted at the end
+                more["BENCH_FAUST_APP_ID"] = f"{group}-faust"
             env, port, d = env_for(name, BENCH_APP_ID=group, **more)
             p = Proc(name, [sys.executable, "-m", "bench.experiments.worker"], env, d, group, port)
             procs.append(p)
@@ -394,13 +397,13 @@ def main(argv: list[str] | None = None) -> dict:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     (RESULTS / f"run-{stamp}-{n}.json").write_text(json.dumps(out, indent=2) + "\n")
     print(f"\nN = {n:,} events, {info['nproc']} cpus ({info['cpu_model']}), {info['date']}")
-    print(f"{'consumer':<16}{'events/s':>12}{'seconds':>10}{'vs faust':>10}  count FINAL")
+    print(f"{'consumer':<24}{'events/s':>12}{'seconds':>10}{'vs faust':>10}  count FINAL")
     for k, r in results.items():
         if "events_per_s" in r:
             rel = f"{r['events_per_s'] / faust:.2f}x" if faust else "-"
-            print(f"{k:<16}{r['events_per_s']:>12,.0f}{r['seconds']:>10.1f}{rel:>10}  {r['count_final']:,}")
+            print(f"{k:<24}{r['events_per_s']:>12,.0f}{r['seconds']:>10.1f}{rel:>10}  {r['count_final']:,}")
         else:
-            print(f"{k:<16}{'failed':>12}  {r.get('error', '')[:80]}")
+            print(f"{k:<24}{'failed':>12}  {r.get('error', '')[:80]}")
     for k in ("ingest_events_per_s", "ingest_ratio_vs_raw", "ingest_ratio_vs_quixstreams"):
         print(f"{k} = {out[k]}")
     print(f"written to {args.out}")

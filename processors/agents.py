@@ -54,7 +54,8 @@ def crash_loudly(agent: str, exc: BaseException) -> None:
 
 def _raw(event) -> RawMessage:
     m = event.message
-    return RawMessage(m.topic, m.partition, m.offset, m.key, m.value, int(m.timestamp * 1000))
+    return RawMessage(m.topic, m.partition, m.offset, m.key, m.value, int(m.timestamp * 1000),
+                      tuple(m.headers or ()))
 
 
 async def _ack(events) -> None:

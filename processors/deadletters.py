@@ -15,6 +15,7 @@ H_PARTITION = "autologs-source-partition"
 H_OFFSET = "autologs-source-offset"
 H_TIMESTAMP = "autologs-source-timestamp-ms"
 H_FAILED_AT = "autologs-failed-at"
+H_REDRIVE_OF = "autologs-redrive-of"  # on a re-driven message, and on its dead letter if it fails again
 
 
 def dead_letter_headers(msg: RawMessage, reason: str, now: datetime | None = None) -> list[tuple[str, bytes]]:
@@ -26,6 +27,7 @@ def dead_letter_headers(msg: RawMessage, reason: str, now: datetime | None = Non
         (H_OFFSET, str(msg.offset).encode()),
         (H_TIMESTAMP, str(msg.timestamp_ms).encode()),
         (H_FAILED_AT, now.isoformat(timespec="milliseconds").encode()),
+        *((k, v) for k, v in msg.headers if k == H_REDRIVE_OF),
     ]
 
 
@@ -40,9 +42,26 @@ class DeadLetter:
     original: bytes | None
     dlq_partition: int = -1
     dlq_offset: int = -1
+    redrive_of: str = ""  # set when this letter is a re-driven message that failed again
+    timestamp_ms: int = 0
+
+    @property
+    def id(self) -> str:
+        return f"{self.dlq_partition}:{self.dlq_offset}"
+
+    @property
+    def event_type(self) -> str:
+        """The `type` of the original message when it can be read, for filtering."""
+        import orjson
+
+        try:
+            value = orjson.loads(self.original or b"")
+            return str(value.get("type", "?")) if isinstance(value, dict) else "not-an-object"
+        except orjson.JSONDecodeError:
+            return "not-json"
 
 
-def parse_dead_letter(headers, key, value, partition: int = -1, offset: int = -1) -> DeadLetter:
+def parse_dead_letter(headers, key, value, partition: int = -1, offset: int = -1, timestamp_ms: int = 0) -> DeadLetter:
     h = {k: (v.decode() if isinstance(v, (bytes, bytearray)) else v) for k, v in (headers or [])}
     return DeadLetter(
         reason=h.get(H_REASON, "?"),
@@ -54,4 +73,6 @@ def parse_dead_letter(headers, key, value, partition: int = -1, offset: int = -1
         original=value,
         dlq_partition=partition,
         dlq_offset=offset,
+        redrive_of=h.get(H_REDRIVE_OF, ""),
+        timestamp_ms=timestamp_ms,
     )

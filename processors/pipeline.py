@@ -43,11 +43,25 @@ class PipelineStats:
 
 @dataclass
 class Held:
-    """One valid event waiting for its turn, with the handle to acknowledge once it is derived."""
+    """One valid event (or removal command) waiting for its turn, with the handle to acknowledge."""
 
-    event: Envelope
+    event: Envelope | None
     source: Source
     token: Any
+    command: RemoveContact | None = None  # becomes its automation_removed event when applied
+
+    def sort_key(self) -> tuple[int, str]:
+        if self.event is not None:
+            return to_ms(self.event.occurred_at), self.event.event_id
+        return to_ms(self.command.requested_at), _removal_id(self.command)  # type: ignore[union-attr]
+
+    def key(self) -> bytes:
+        who = self.event if self.event is not None else self.command
+        return partition_key(who.account_id, who.email, who.contact_id)  # type: ignore[union-attr]
+
+
+def _removal_id(command: RemoveContact) -> str:
+    return f"removal:{command.request_id}:{contact_key(command.email, command.contact_id)}"
 
 
 @dataclass
@@ -57,13 +71,15 @@ class Pipeline:
     send_dead_letters: DeadLetterSender
     states: MutableMapping[bytes, bytes]  # the Faust table in the worker; a dict in unit tests
     commands_topic: str = ""
+    table_suffix: str = ""  # a replay writes into shadow tables (event_log__replay, ...)
+    on_logged: Callable[[list[list]], None] | None = None  # sees every event-log row batch (replay manifest)
     stats: PipelineStats = field(default_factory=PipelineStats)
 
     def __post_init__(self) -> None:
-        retry = self.settings.sink_retry_max_s
-        self.event_sink = ClickHouseSink(self.ch, "event_log", EVENT_LOG_COLUMNS, retry)
-        self.scenario_sink = ClickHouseSink(self.ch, "scenario_log", SCENARIO_LOG_COLUMNS, retry)
-        self.enrollment_sink = ClickHouseSink(self.ch, "enrollment_state", ENROLLMENT_COLUMNS, retry)
+        retry, suffix = self.settings.sink_retry_max_s, self.table_suffix
+        self.event_sink = ClickHouseSink(self.ch, "event_log" + suffix, EVENT_LOG_COLUMNS, retry)
+        self.scenario_sink = ClickHouseSink(self.ch, "scenario_log" + suffix, SCENARIO_LOG_COLUMNS, retry)
+        self.enrollment_sink = ClickHouseSink(self.ch, "enrollment_state" + suffix, ENROLLMENT_COLUMNS, retry)
         self.held = ReorderBuffer(int(self.settings.scenario_lateness_s * 1000), self.settings.scenario_idle_release_s)
         # Batches and idle releases both touch the contact states: one at a time.
         self.lock = asyncio.Lock()
@@ -81,6 +97,13 @@ class Pipeline:
                 return []
             return await self._derive_and_write([], released, [])
 
+    async def drain(self) -> None:
+        """Derive everything still held, whatever the watermark (end of a bounded replay)."""
+        async with self.lock:
+            released = [item for p in list(self.held.partitions()) for item in self.held.release(p, force=True)]
+            if released:
+                await self._derive_and_write([], released, [])
+
     async def _handle(self, batch: list[tuple[RawMessage, Any]]) -> list[Any]:
         events_batch = [(m, t) for m, t in batch if m.topic != self.commands_topic]
         command_batch = [(m, t) for m, t in batch if m.topic == self.commands_topic]
@@ -94,7 +117,7 @@ class Pipeline:
             except ValidationError as exc:
                 invalid.append((msg, explain(exc)))
                 continue
-            removals.append(Held(self._removal_event(command), Source(msg.topic, msg.partition, msg.offset), token))
+            removals.append(Held(None, Source(msg.topic, msg.partition, msg.offset), token, command))
         if invalid:
             for msg, reason in invalid:
                 log.info("dead letter %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, reason)
@@ -108,21 +131,19 @@ class Pipeline:
             touched.add(msg.partition)
         released = [item for p in sorted(touched) for item in self.held.release(p)]
         log_rows = [event_log_row(ev, Source(m.topic, m.partition, m.offset)) for ev, m in checked.events]
-        log_rows += [event_log_row(h.event, h.source) for h in removals]
         self.stats.messages += len(batch)
         self.stats.events += len(checked.events)
         self.stats.dead_letters += len(invalid)
         self.stats.commands += len(command_batch)
         return done + await self._derive_and_write(log_rows, released, removals)
 
-    def _removal_event(self, command: RemoveContact) -> AutomationRemoved:
+    @staticmethod
+    def _removal_event(command: RemoveContact, state: dict) -> AutomationRemoved:
         """The command as the automation event it stands for, named and placed from the contact's state."""
-        key = partition_key(command.account_id, command.email, command.contact_id)
-        state = load_state(self.states.get(key))
         enr = state["enr"].get(command.scenario_id, {})
         return AutomationRemoved(
             type="automation_removed",
-            event_id=f"removal:{command.request_id}:{contact_key(command.email, command.contact_id)}",
+            event_id=_removal_id(command),
             account_id=command.account_id, occurred_at=command.requested_at,
             email=command.email or state["email"] or None,
             contact_id=command.contact_id or state["contact_id"] or None,
@@ -135,23 +156,27 @@ class Pipeline:
         # A removal is a barrier: the contact's held events up to its time are applied first, at once.
         ordered: dict[bytes, list[Held]] = {}
         for h in released:
-            ordered.setdefault(self._key(h.event), []).append(h)
+            ordered.setdefault(h.key(), []).append(h)
         for r in removals:
-            key = self._key(r.event)
-            barrier = self.held.take_contact(
-                r.source.partition, lambda h, key=key: self._key(h.event) == key, to_ms(r.event.occurred_at))
+            key = r.key()
+            barrier = self.held.take_contact(r.source.partition, lambda h, key=key: h.key() == key, r.sort_key()[0])
             ordered.setdefault(key, []).extend(barrier + [r])
         derived = Derived()
         changed: dict[bytes, bytes] = {}
         for key, items in ordered.items():
-            items.sort(key=lambda h: (to_ms(h.event.occurred_at), h.event.event_id))
+            items.sort(key=Held.sort_key)
             state = load_state(self.states.get(key))
             dirty = False
             for h in items:
+                if h.command is not None:  # named and placed from the state as it is at that point
+                    h.event = self._removal_event(h.command, state)
+                    log_rows.append(event_log_row(h.event, h.source))
                 dirty |= apply_event(state, h.event, h.source, derived)
             if dirty:
                 changed[key] = dump_state(state)
         # Rows first, contact states after: a crash in between re-derives the same rows.
+        if self.on_logged and log_rows:
+            self.on_logged(log_rows)
         await self.event_sink.write(log_rows)
         await self.scenario_sink.write(derived.scenario_rows)
         await self.enrollment_sink.write(derived.enrollment_rows)
@@ -161,7 +186,3 @@ class Pipeline:
         self.stats.enrollment_changes += len(derived.enrollment_rows)
         self.stats.late_events += derived.late
         return [h.token for items in ordered.values() for h in items]
-
-    @staticmethod
-    def _key(ev: Envelope) -> bytes:
-        return partition_key(ev.account_id, ev.email, ev.contact_id)

@@ -33,12 +33,19 @@ class ReorderBuffer:
         self._watermark[partition] = max(self._watermark.get(partition, 0), min(t_ms, self._wall_ms()))
         self._last_arrival[partition] = self._monotonic()
 
-    def release(self, partition: int) -> list[Any]:
+    def partitions(self) -> list[int]:
+        return [p for p, h in self._heaps.items() if h]
+
+    def items(self) -> list[tuple[int, Any]]:
+        """Everything held, with its partition (for a checkpoint)."""
+        return [(p, e[3]) for p, heap in self._heaps.items() for e in sorted(heap)]
+
+    def release(self, partition: int, force: bool = False) -> list[Any]:
         """Items of `partition` that can no longer be overtaken, in (event time, event_id) order."""
         heap = self._heaps.get(partition)
         if not heap:
             return []
-        if self._monotonic() - self._last_arrival.get(partition, 0.0) >= self.idle_s:
+        if force or self._monotonic() - self._last_arrival.get(partition, 0.0) >= self.idle_s:
             limit = None  # quiet partition: nothing more is coming for now
         else:
             limit = self._watermark.get(partition, 0) - self.lateness_ms

@@ -16,6 +16,7 @@ class RawMessage(NamedTuple):
     key: bytes | None
     value: bytes | None
     timestamp_ms: int
+    headers: tuple = ()  # (name, bytes) pairs, e.g. the mark of a re-driven dead letter
 
 
 @dataclass

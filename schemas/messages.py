@@ -71,3 +71,57 @@ def render(code: str, params: str | dict[str, Any] | None, language: str = "en")
     if "reason" in values:
         values["reason"] = EXIT_REASONS.get(values["reason"], {}).get(language, values["reason"])
     return template.format_map(_Blank({k: "" if v is None else v for k, v in values.items()})).strip()
+
+
+import functools  # noqa: E402 (used by the SQL twin below)
+import string  # noqa: E402
+
+
+def _space_class() -> str:
+    """RE2 class of exactly the characters str.strip() removes (str.isspace()), as code-point ranges."""
+    points = [c for c in range(0x110000) if chr(c).isspace()]
+    ranges: list[list[int]] = []
+    for c in points:
+        if ranges and ranges[-1][1] == c - 1:
+            ranges[-1][1] = c
+        else:
+            ranges.append([c, c])
+    return "[" + "".join(f"\\x{{{a:x}}}" + (f"-\\x{{{b:x}}}" if b > a else "") for a, b in ranges) + "]"
+
+
+@functools.lru_cache(maxsize=None)
+def sql_render_expression(code_col: str, params_col: str, language: str) -> str:
+    """The ClickHouse twin of `render` (same text for every code and parameter), so that a page or a
+    CSV dump renders messages in the engine and streams. `code_col`/`params_col` are SQL expressions."""
+    if language not in LANGUAGES:
+        raise ValueError(f"language must be one of {', '.join(LANGUAGES)}")
+
+    def lit(text: str) -> str:
+        return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+    def value(key: str) -> str:  # as format_map on the parsed JSON: missing -> '?', null -> ''
+        p, k = params_col, lit(key)
+        v = (f"multiIf(NOT JSONHas({p}, {k}), '?', JSONType({p}, {k}) = 'String', JSONExtractString({p}, {k}), "
+             f"JSONType({p}, {k}) = 'Null', '', JSONType({p}, {k}) = 'Bool', "
+             f"if(JSONExtractBool({p}, {k}), 'True', 'False'), JSONExtractRaw({p}, {k}))")
+        if key == "reason":
+            reasons = sorted(EXIT_REASONS)
+            v = (f"transform({v}, [{', '.join(map(lit, reasons))}], "
+                 f"[{', '.join(lit(EXIT_REASONS[r][language]) for r in reasons)}])")
+        return v
+
+    space = _space_class()
+    branches = []
+    for code, texts in CATALOGUE.items():
+        template = texts[language]
+        parts = []
+        for literal, field, _spec, _conv in string.Formatter().parse(template):
+            if literal:
+                parts.append(lit(literal))
+            if field is not None:
+                parts.append(value(field))
+        expr = parts[0] if len(parts) == 1 else f"concat({', '.join(parts)})"
+        if template != template.strip() or template[:1] == "{" or template[-1:] == "}":  # what .strip() may cut
+            expr = f"replaceRegexpAll({expr}, {lit(f'^{space}+|{space}+$')}, '')"
+        branches += [f"{code_col} = {lit(code)}", expr]
+    return f"multiIf({', '.join(branches)}, toString({code_col}))"

@@ -22,15 +22,17 @@ def new_producer(settings: Settings) -> AIOKafkaProducer:
 
 
 async def publish(settings: Settings, topic: str, messages: Iterable[tuple[bytes | None, bytes | None]],
-                  progress: Callable[[int], None] | None = None, window: int = 20_000) -> int:
+                  progress: Callable[[int], None] | None = None, window: int = 20_000,
+                  headers_for: Callable[[int], list[tuple[str, bytes]]] | None = None) -> int:
     """Send (key, value) pairs and wait until every one is acknowledged; returns how many were sent."""
     producer = new_producer(settings)
     await producer.start()
     sent = 0
     try:
         pending: list[asyncio.Future] = []
-        for key, value in messages:
-            pending.append(await producer.send(topic, value=value, key=key))
+        for n, (key, value) in enumerate(messages):
+            headers = headers_for(n) if headers_for else None
+            pending.append(await producer.send(topic, value=value, key=key, headers=headers))
             if len(pending) >= window:
                 await asyncio.gather(*pending)
                 sent += len(pending)

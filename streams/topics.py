@@ -27,6 +27,11 @@ class Topics:
         return f"{self.prefix}.deadletters"
 
     @property
+    def redriven(self) -> str:
+        """Compacted: one record per dead letter already re-driven, so a re-drive never repeats."""
+        return f"{self.prefix}.deadletters.redriven"
+
+    @property
     def app_id(self) -> str:
         """Faust app id: also its consumer group and the prefix of its changelog topics."""
         return f"{self.prefix}-worker"
@@ -35,11 +40,19 @@ class Topics:
         return [self.events, self.commands]
 
     def all(self) -> list[str]:
-        return [self.events, self.commands, self.dead_letters]
+        return [self.events, self.commands, self.dead_letters, self.redriven]
 
 
 def topics(settings: Settings) -> Topics:
     return Topics(settings.topic_prefix)
+
+
+def topic_config(settings: Settings, name: str) -> dict[str, str]:
+    """Retention of the topics autologs creates: a replay can only reach what they still hold."""
+    if name.endswith(".redriven"):
+        return {"cleanup.policy": "compact"}
+    hours = settings.topic_retention_hours
+    return {"retention.ms": str(int(hours * 3600 * 1000)) if hours > 0 else "-1"}
 
 
 async def ensure_topics(settings: Settings, names: list[str] | None = None) -> None:
@@ -55,9 +68,9 @@ async def ensure_topics(settings: Settings, names: list[str] | None = None) -> N
         missing = [n for n in names if n not in existing]
         if missing:
             try:
-                await admin.create_topics(
-                    [NewTopic(n, num_partitions=settings.topic_partitions, replication_factor=1) for n in missing]
-                )
+                await admin.create_topics([
+                    NewTopic(n, num_partitions=settings.topic_partitions, replication_factor=1,
+                             topic_configs=topic_config(settings, n)) for n in missing])
             except TopicAlreadyExistsError:
                 pass
         # Wait until metadata shows them, so a producer right after does not race the creation.
@@ -69,9 +82,9 @@ async def ensure_topics(settings: Settings, names: list[str] | None = None) -> N
         await admin.close()
 
 
-async def group_lag(bootstrap: str, group: str, topic_names: list[str]) -> int:
-    """Messages of `topic_names` that `group` has not committed yet (0 = everything written)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+async def partitions_of(bootstrap: str, topic_names: list[str]):
+    """Every TopicPartition of the topics; an error naming a topic that does not exist."""
+    from aiokafka import TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
@@ -80,7 +93,18 @@ async def group_lag(bootstrap: str, group: str, topic_names: list[str]) -> int:
         described = await admin.describe_topics(topic_names)
     finally:
         await admin.close()
-    parts = [TopicPartition(d["topic"], p["partition"]) for d in described for p in d["partitions"]]
+    missing = [d["topic"] for d in described if not d["partitions"]]
+    if missing:
+        raise LookupError(f"no such topic on {bootstrap}: {', '.join(missing)}")
+    return [TopicPartition(d["topic"], p["partition"]) for d in described for p in sorted(
+        d["partitions"], key=lambda p: p["partition"])]
+
+
+async def group_lag(bootstrap: str, group: str, topic_names: list[str]) -> int:
+    """Messages of `topic_names` that `group` has not committed yet (0 = everything written)."""
+    from aiokafka import AIOKafkaConsumer
+
+    parts = await partitions_of(bootstrap, topic_names)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
     await consumer.start()
     try:

@@ -7,7 +7,10 @@ from __future__ import annotations
 import orjson
 from faust.web import Request, Response, View
 
+from api.routes import ApiContext, make_routes
 from autologs.admin import HEADER, admin_key_matches
+from autologs.clickhouse import ClickHouse
+from autologs.keys import KeyRing, create_key
 from streams.app import app, settings
 
 
@@ -42,3 +45,68 @@ class AdminSql(View):
             return self.json({"error": f"query failed: {exc}"}, status=400)
         payload = orjson.dumps({"columns": list(result.column_names), "rows": result.result_rows}, default=str)
         return self.bytes(payload, content_type="application/json")
+
+
+@app.page("/admin/keys")
+class AdminKeys(View):
+    """POST {"account": "...", "label": "..."} with the admin key: a new API key, shown once."""
+
+    async def post(self, request: Request) -> Response:
+        from processors.agents import pipeline
+
+        if not admin_key_matches(settings, request.headers.get(HEADER)):
+            return self.json({"error": "admin key missing or wrong"}, status=401)
+        body = await request.json()
+        ch = pipeline().ch
+        try:
+            key = await ch.run(create_key, ch, str(body.get("account", "")), str(body.get("label", "")))
+        except ValueError as exc:
+            return self.json({"error": str(exc)}, status=400)
+        return self.json({"key": key, "account": body.get("account")})
+
+
+_replay = None
+
+
+@app.page("/admin/replay")
+class AdminReplay(View):
+    """POST {"from", "to", "topics", "in_place", "resume"} starts a replay in this worker; GET follows it."""
+
+    async def get(self, request: Request) -> Response:
+        if not admin_key_matches(settings, request.headers.get(HEADER)):
+            return self.json({"error": "admin key missing or wrong"}, status=401)
+        return self.json(_replay.status() if _replay else {"running": False})
+
+    async def post(self, request: Request) -> Response:
+        from datetime import datetime
+
+        from processors.agents import pipeline
+        from replay.plan import ReplayRefused
+        from replay.service import WorkerReplay
+        from streams.tables import enrollments
+
+        global _replay
+        if not admin_key_matches(settings, request.headers.get(HEADER)):
+            return self.json({"error": "admin key missing or wrong"}, status=401)
+        body = await request.json()
+        try:
+            t_from = datetime.fromisoformat(body["from"]) if body.get("from") else None
+            t_to = datetime.fromisoformat(body["to"]) if body.get("to") else None
+        except ValueError as exc:
+            return self.json({"error": f"bad time: {exc}"}, status=400)
+        _replay = _replay or WorkerReplay()
+        try:
+            _replay.start(settings, ClickHouse(settings, threads=2), enrollments, t_from, t_to, body.get("topics"),
+                          bool(body.get("in_place")), bool(body.get("resume")))
+        except ReplayRefused as exc:
+            return self.json({"error": str(exc)}, status=409)
+        return self.json({"started": True}, status=202)
+
+
+def mount_api() -> None:
+    """The account API on the worker's web server, with a reader of its own (its own threads)."""
+    reader = ClickHouse(settings, threads=4)
+    app.web.web_app.router.add_routes(make_routes(ApiContext(settings, reader, KeyRing(reader))))
+
+
+mount_api()

@@ -10,6 +10,8 @@ Run through bench.experiments.worker (BENCH_AGENTS_MODULE=bench.experiments.agen
                                 per message only when the array fails (then validate_batch as today)
   BENCH_INSERT=rows|columns     columns: column-oriented insert (zip(*rows)) with a reused insert context
   BENCH_BUFFER=N                Faust stream_buffer_maxsize (default: AUTOLOGS_SINK_MAX_ROWS)
+  BENCH_DRAIN=fast              faust's fetcher loop without one wait_first per message (drain_patch.py;
+                                experiment only, not rebalance-safe)
 Ack-after-write is kept in every combination: a batch is acknowledged only once its rows are written.
 """
 from __future__ import annotations
@@ -38,6 +40,11 @@ VALIDATE = os.environ.get("BENCH_VALIDATE", "each")
 INSERT = os.environ.get("BENCH_INSERT", "rows")
 if os.environ.get("BENCH_BUFFER"):
     app.conf.stream_buffer_maxsize = int(os.environ["BENCH_BUFFER"])
+
+if os.environ.get("BENCH_DRAIN") == "fast":
+    from bench.experiments import drain_patch
+
+    drain_patch.install()
 
 _LIST = TypeAdapter(list[Event])
 

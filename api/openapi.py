@@ -1,0 +1,71 @@
+"""The OpenAPI document of the HTTP API, built from the query module's own lists of filters."""
+from __future__ import annotations
+
+from query import views
+
+COMMON = [
+    ("from", "Start of the range (ISO 8601 date or time, in `tz`). Default: 7 days ago."),
+    ("to", "End of the range (ISO 8601, in `tz`). Default: now."),
+    ("tz", "IANA time zone of the bounds and of the dates returned. Default: UTC."),
+    ("lang", "en or fr: language of messages and of 'internal request'. Default: en."),
+    ("limit", f"Rows per page, 1 to {views.MAX_PAGE}. Default: {views.DEFAULT_PAGE}."),
+    ("cursor", "next_cursor of the previous page."),
+]
+
+
+def _param(name: str, description: str) -> dict:
+    return {"name": name, "in": "query", "required": False, "description": description, "schema": {"type": "string"}}
+
+
+def _errors() -> dict:
+    body = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    return {"400": {"description": "Bad parameter (the message says which and why)", "content": body},
+            "401": {"description": "Missing or unknown API key", "content": body},
+            "403": {"description": "The key belongs to another account", "content": body}}
+
+
+def document() -> dict:
+    paths: dict = {}
+    for view in views.VIEWS:
+        filters = [_param(name, f"Filter on {name}.") for name in views.FILTERS[view]]
+        params = [_param(n, d) for n, d in COMMON] + filters
+        paths[f"/api/v1/{view}"] = {"get": {
+            "summary": f"A page of {view}, newest first (keyset pagination)", "parameters": params,
+            "responses": {"200": {"description": "rows, columns and next_cursor",
+                                  "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Page"}}}},
+                          **_errors()}}}
+        paths[f"/api/v1/{view}.csv"] = {"get": {
+            "summary": f"CSV dump of {view} for the date range (streamed; same filters)",
+            "parameters": [p for p in params if p["name"] not in ("limit", "cursor")],
+            "responses": {"200": {"description": "CSV, UTF-8, RFC 4180", "content": {"text/csv": {}}}, **_errors()}}}
+        paths[f"/api/v1/{view}/{{row_id}}"] = {"get": {
+            "summary": "Every technical field of one line (the expanded log)",
+            "parameters": [{"name": "row_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "the line"}, "404": {"description": "no such line"}, **_errors()}}}
+    paths["/api/v1/contacts/remove"] = {"post": {
+        "summary": "Remove up to 50 contacts from a scenario",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["scenario", "contacts"],
+            "properties": {"scenario": {"type": "string"},
+                           "contacts": {"type": "array", "maxItems": 50, "items": {"type": "string"}},
+                           "at": {"type": "string", "format": "date-time"}, "by": {"type": "string"}}}}}},
+        "responses": {"200": {"description": "removed, and contacts not in the scenario with the reason"},
+                      **_errors()}}}
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "autologs API", "version": "1",
+                 "description": "Event logs, scenario logs and contacts in scenarios of one account."},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {"type": "object", "properties": {"error": {"type": "string"}}},
+                "Page": {"type": "object", "properties": {
+                    "view": {"type": "string"}, "columns": {"type": "array", "items": {"type": "string"}},
+                    "rows": {"type": "array", "items": {"type": "object"}},
+                    "next_cursor": {"type": "string", "nullable": True},
+                    "from": {"type": "string"}, "to": {"type": "string"}, "tz": {"type": "string"}}},
+            },
+        },
+        "security": [{"bearer": []}],
+        "paths": paths,
+    }

@@ -1,0 +1,170 @@
+"""The HTTP API (JSON and CSV): the three views, one line's detail, removals, the OpenAPI document.
+
+Plain aiohttp handlers: the worker mounts them on Faust's web server (with embedded chdb only the
+worker may open the data); `autologs api` serves them alone when a ClickHouse server is configured.
+Every request carries an API key bound to one account, and reads or changes only that account.
+"""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime
+
+import orjson
+from aiohttp import web
+
+from autologs.admin import HEADER as ADMIN_HEADER, admin_key_matches
+from autologs.clickhouse import ClickHouse
+from autologs.config import Settings
+from autologs.keys import KeyRing
+from autologs.removal import RemovalRefused, remove_contacts
+from query import views
+
+PREFIX = "/api/v1"
+
+
+@dataclass
+class ApiContext:
+    settings: Settings
+    ch: ClickHouse  # a reader with its own threads: reads never wait behind the sink's inserts
+    keys: KeyRing
+
+
+def _json(data, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data, default=str), status=status, content_type="application/json")
+
+
+def _error(status: int, message: str) -> web.Response:
+    return _json({"error": message}, status)
+
+
+def _presented_key(request: web.Request) -> str | None:
+    auth = request.headers.get("Authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    return request.headers.get("X-API-Key")
+
+
+def make_routes(ctx: ApiContext) -> list[web.RouteDef]:
+    async def account_of(request: web.Request) -> str:
+        if admin_key_matches(ctx.settings, request.headers.get(ADMIN_HEADER)):
+            # The local operator (CLI on the worker's machine) acts for the account it names.
+            account = request.query.get("account")
+            if not account:
+                raise web.HTTPBadRequest(body=orjson.dumps({"error": "name the account: ?account=..."}),
+                                         content_type="application/json")
+            return account
+        account = await ctx.ch.run(ctx.keys.account_for, _presented_key(request))
+        if account is None:
+            raise web.HTTPUnauthorized(body=orjson.dumps({"error": "missing or unknown API key: send "
+                                       "'Authorization: Bearer al_...' (create one with `autologs keys create`)"}),
+                                       content_type="application/json")
+        asked = request.query.get("account")
+        if asked is not None and asked != account:
+            raise web.HTTPForbidden(body=orjson.dumps({"error": "this API key belongs to another account"}),
+                                    content_type="application/json")
+        return account
+
+    def params_of(request: web.Request) -> dict[str, str]:
+        return {k: v for k, v in request.query.items() if k != "account"}
+
+    def view_of(request: web.Request) -> str:
+        view = request.match_info["view"]
+        if view not in views.VIEWS:
+            raise web.HTTPNotFound(body=orjson.dumps({"error": f"unknown view {view!r}; views: "
+                                                               f"{', '.join(views.VIEWS)}"}),
+                                   content_type="application/json")
+        return view
+
+    async def list_rows(request: web.Request) -> web.Response:
+        view, account = view_of(request), await account_of(request)
+        try:
+            return _json(await ctx.ch.run(views.page, ctx.ch, view, account, params_of(request)))
+        except views.QueryError as exc:
+            return _error(400, str(exc))
+
+    async def one_row(request: web.Request) -> web.Response:
+        view, account = view_of(request), await account_of(request)
+        try:
+            row = await ctx.ch.run(views.detail, ctx.ch, view, account, request.match_info["row_id"])
+        except views.QueryError as exc:
+            return _error(400, str(exc))
+        return _json(row) if row is not None else _error(404, "no such line in this account")
+
+    async def csv_dump(request: web.Request) -> web.StreamResponse:
+        view, account = view_of(request), await account_of(request)
+        params = params_of(request)
+        chunks = views_csv_chunks(view, account, params)
+        try:
+            first = await ctx.ch.run(next, chunks, b"")  # parameters are checked before anything is sent
+        except views.QueryError as exc:
+            return _error(400, str(exc))
+        response = web.StreamResponse(headers={
+            "Content-Type": "text/csv; charset=utf-8",
+            "Content-Disposition": f'attachment; filename="{view}-{datetime.utcnow():%Y%m%dT%H%M%S}.csv"'})
+        await response.prepare(request)
+        await response.write(first)
+        while chunk := await ctx.ch.run(next, chunks, b""):
+            await response.write(chunk)
+        await response.write_eof()
+        return response
+
+    def views_csv_chunks(view: str, account: str, params: dict):
+        from query.csv_export import csv_chunks
+
+        return csv_chunks(ctx.ch, view, account, params)
+
+    async def remove(request: web.Request) -> web.Response:
+        account = await account_of(request)
+        try:
+            body = await request.json(loads=orjson.loads)
+        except Exception:
+            return _error(400, 'send JSON: {"scenario": "...", "contacts": ["email or id", ...]}')
+        if not isinstance(body, dict) or not isinstance(body.get("scenario"), str) \
+                or not isinstance(body.get("contacts"), list) or not all(isinstance(c, (str, int))
+                                                                         for c in body["contacts"]):
+            return _error(400, 'send JSON: {"scenario": "...", "contacts": ["email or id", ...]}')
+        at = None
+        if body.get("at"):
+            try:
+                at = datetime.fromisoformat(str(body["at"]))
+            except ValueError:
+                return _error(400, "'at' is not an ISO 8601 time")
+
+        async def lookup(query: str, parameters: dict) -> list[list]:
+            return await ctx.ch.run(ctx.ch.rows, query, parameters)
+
+        try:
+            result = await remove_contacts(ctx.settings, account, body["scenario"],
+                                           [str(c) for c in body["contacts"]], at, str(body.get("by", "api")),
+                                           lookup)
+        except RemovalRefused as exc:
+            return _error(400, str(exc))
+        return _json({"request_id": result.request_id, "removed": result.removed,
+                      "not_in_scenario": [{"contact": c, "reason": r} for c, r in result.not_in_scenario]})
+
+    async def openapi(request: web.Request) -> web.Response:
+        from api.openapi import document
+
+        return _json(document())
+
+    return [
+        web.get(f"{PREFIX}/openapi.json", openapi),
+        web.post(f"{PREFIX}/contacts/remove", remove),
+        web.get(PREFIX + "/{view}.csv", csv_dump),
+        web.get(PREFIX + "/{view}/{row_id}", one_row),
+        web.get(PREFIX + "/{view}", list_rows),
+    ]
+
+
+def make_app(ctx: ApiContext) -> web.Application:
+    app = web.Application()
+    app.add_routes(make_routes(ctx))
+    return app
+
+
+def serve(settings: Settings, host: str, port: int) -> None:
+    """Standalone API (ClickHouse server only: an embedded engine belongs to the worker)."""
+    ch = ClickHouse(settings, threads=8)
+    web.run_app(make_app(ApiContext(settings, ch, KeyRing(ch))), host=host, port=port,
+                loop=asyncio.new_event_loop())

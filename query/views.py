@@ -1,0 +1,395 @@
+"""The read layer: event log, scenario log and contacts in scenarios of one account, as pages and details.
+
+- Safety: the SQL text is built only from the fixed fragments of this module. `account_id` and every
+  user value travel as server-side parameters (`{name:Type}`), so a value can neither change the query
+  nor reach another account.
+- Same values everywhere: what a row shows (dates in `tz`, messages in `lang`, "internal request") is
+  computed in SQL, so a page and a CSV dump (query/csv_export.py) agree and the dump needs no Python work.
+- Keyset pagination on each view's sort key (newest first): a row is shown once across pages even while
+  rows keep arriving; the cursor also pins the date range of the first page (the default range ends "now").
+- Every read uses FINAL (ReplacingMergeTree), and conditions stay in WHERE (never PREWHERE), so a
+  filter on a non-key column (status) sees only the latest version of a row.
+"""
+from __future__ import annotations
+
+import base64
+import difflib
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
+from functools import lru_cache
+from typing import Any, Callable, Mapping
+from zoneinfo import ZoneInfo, available_timezones
+
+import orjson
+
+from schemas.events import EVENT_TYPES
+from schemas.messages import LANGUAGES, WORKFLOW_POINTS, render, sql_render_expression
+
+VIEWS = ("events", "scenarios", "contacts")
+MAX_PAGE = 1000
+DEFAULT_PAGE = 50
+DEFAULT_DAYS = 7
+COMMON = ("from", "to", "tz", "lang", "limit", "cursor")
+INTERNAL = {"en": "internal request", "fr": "requête interne"}
+STATUSES = ("active", "waiting", "exited", "removed")
+MAX_VALUE = 1000  # characters of one filter value
+
+
+class QueryError(ValueError):
+    """A bad parameter (an HTTP 400): the message names it and says how to fix it."""
+
+
+def lit(text: str) -> str:
+    """A SQL string literal of one of *our* constants (user values are never formatted into SQL)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _date(col: str) -> str:
+    """ISO 8601 in the asked time zone, milliseconds and offset: 2026-11-20T11:00:00.000+01:00."""
+    local, off = f"toTimeZone({col}, {{tz:String}})", f"timeZoneOffset(toTimeZone({col}, {{tz:String}}))"
+    return (f"concat(replaceOne(toString({local}), ' ', 'T'), if({off} < 0, '-', '+'), "
+            f"leftPad(toString(intDiv(abs({off}), 3600)), 2, '0'), ':', "
+            f"leftPad(toString(intDiv(abs({off}) % 3600, 60)), 2, '0'))")
+
+
+def _uint(col: str) -> str:
+    return f"if({col} = 0, '', toString({col}))"  # 0 means "none" in these columns
+
+
+def _translated(col: str, table: dict[str, dict[str, str]]) -> Callable[[str], str]:
+    keys = sorted(table)
+    return lambda lang: (f"transform(toString({col}), [{', '.join(map(lit, keys))}], "
+                         f"[{', '.join(lit(table[k][lang]) for k in keys)}])")
+
+
+# ---- filters: (name, raw value) -> (SQL condition, {parameter: value}) ----------------------------------
+
+def _text(name: str, raw: str) -> str:
+    if len(raw) > MAX_VALUE:
+        raise QueryError(f"{name}: at most {MAX_VALUE} characters")
+    return raw
+
+
+def _uint64(name: str, raw: str) -> int:
+    if not raw.isascii() or not raw.isdigit() or int(raw) >= 2 ** 64:
+        raise QueryError(f"{name} must be a whole number, got {raw!r}")
+    return int(raw)
+
+
+def _choice(*allowed: str) -> Callable[[str, str], str]:
+    def parse(name: str, raw: str) -> str:
+        if raw not in allowed:
+            raise QueryError(f"{name} must be one of {', '.join(allowed)}; got {raw!r}")
+        return raw
+    return parse
+
+
+def _eq(column: str, parse=_text, ptype: str = "String"):
+    def build(name: str, raw: str):
+        return f"{column} = {{f_{name}:{ptype}}}", {f"f_{name}": parse(name, raw)}
+    return build
+
+
+def _email(column: str):
+    return _eq(column, lambda name, raw: _text(name, raw).lower())  # stored lower-cased
+
+
+def _contains(column: str):
+    def build(name: str, raw: str):
+        return f"positionCaseInsensitiveUTF8({column}, {{f_{name}:String}}) > 0", {f"f_{name}": _text(name, raw)}
+    return build
+
+
+def _ip(name: str, raw: str):
+    if raw.lower() == "internal":
+        return "ip = ''", {}
+    return "ip = {f_ip:String}", {"f_ip": _text(name, raw)}
+
+
+def _status(name: str, raw: str):
+    if raw == "all":
+        return "", {}
+    wanted = sorted({_choice(*STATUSES)(name, s.strip()) for s in raw.split(",") if s.strip()})
+    if not wanted:
+        raise QueryError(f"status must be 'all' or a comma-separated list of {', '.join(STATUSES)}")
+    return "status IN {f_status:Array(String)}", {"f_status": wanted}
+
+
+@dataclass(frozen=True)
+class View:
+    table: str
+    time: str                    # first sort key, and the column the date range applies to
+    keys: tuple[str, ...]        # the rest of the sort key (String columns), also newest first
+    id: str                      # SQL of the row id given to `detail`
+    columns: tuple[tuple[str, str | Callable[[str], str]], ...]  # (name, SQL or lang -> SQL)
+    filters: dict[str, Callable]
+    defaults: tuple[tuple[str, str], ...] = ()
+    default_range: bool = True   # contacts: the date range applies only when asked
+
+
+SPECS: dict[str, View] = {
+    "events": View(
+        "event_log", "occurred_at", ("event_id",), "event_id",
+        (("date", _date("occurred_at")), ("type", "toString(event_type)"), ("name", "source_name"),
+         ("email", "email"), ("contact_id", _uint("contact_id")),
+         ("ip", lambda lang: f"if(ip = '', {lit(INTERNAL[lang])}, ip)"), ("event_name", "event_name"),
+         ("url", "url"), ("message_id", "message_id"), ("template_id", _uint("template_id")),
+         ("campaign_id", _uint("campaign_id")), ("scenario", "automation_id"), ("step_id", "step_id")),
+        {"email": _email("email"), "contact_id": _eq("contact_id", _uint64, "UInt64"),
+         "event_type": _eq("event_type", _choice(*EVENT_TYPES)), "event_name": _eq("event_name"),
+         "name": _contains("source_name"), "ip": _ip, "message_id": _eq("message_id"),
+         "template_id": _eq("template_id", _uint64, "UInt64"), "campaign_id": _eq("campaign_id", _uint64, "UInt64"),
+         "scenario": _eq("automation_id")}),
+    "scenarios": View(
+        "scenario_log", "occurred_at", ("scenario_id", "source_event_id"), "concat(scenario_id, '|', source_event_id)",
+        (("date", _date("occurred_at")), ("user_email", "email"), ("scenario_name", "scenario_name"),
+         ("step_id", "step_id"), ("start_id", "start_id"),
+         ("workflow_points", _translated("workflow_point", WORKFLOW_POINTS)), ("type", "toString(type)"),
+         ("message", lambda lang: sql_render_expression("message_code", "message_params", lang))),
+        {"email": _email("email"), "contact_id": _eq("contact_id", _uint64, "UInt64"), "scenario": _eq("scenario_id"),
+         "step": _eq("step_id"), "type": _eq("type", _choice(*EVENT_TYPES)),
+         "workflow_point": _eq("workflow_point", _choice(*WORKFLOW_POINTS))}),
+    "contacts": View(
+        "enrollment_state", "entered_at", ("scenario_id", "contact_key"), "concat(scenario_id, '|', contact_key)",
+        (("email", "email"), ("contact_id", _uint("contact_id")), ("scenario", "scenario_name"), ("step", "step_id"),
+         ("status", "toString(status)"), ("entered_at", _date("entered_at"))),
+        {"email": _email("email"), "contact_id": _eq("contact_id", _uint64, "UInt64"), "scenario": _eq("scenario_id"),
+         "step": _eq("step_id"), "status": _status},
+        defaults=(("status", "active,waiting"),), default_range=False),
+}
+FILTERS: dict[str, tuple[str, ...]] = {view: tuple(spec.filters) for view, spec in SPECS.items()}
+COLUMNS: dict[str, tuple[str, ...]] = {view: ("id", *(c for c, _ in spec.columns)) for view, spec in SPECS.items()}
+
+
+# ---- parsing the query string --------------------------------------------------------------------------
+
+@lru_cache(maxsize=1)
+def _zones() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def _zone(raw: str) -> ZoneInfo:
+    if raw not in _zones():
+        raise QueryError(f"tz: unknown time zone {raw!r}; use an IANA name such as UTC or Europe/Paris")
+    return ZoneInfo(raw)
+
+
+def _instant(name: str, raw: str, zone: ZoneInfo, end: bool) -> datetime:
+    """A date means the whole day in `zone` (its first or last millisecond); a time without offset is in `zone`."""
+    hint = f"{name}: {raw!r} is not an ISO 8601 date or time (e.g. 2026-11-20 or 2026-11-20T14:30:00+01:00)"
+    try:
+        if len(raw) == 10:
+            day = date.fromisoformat(raw)
+            if end:
+                return datetime.combine(day + timedelta(days=1), time(), zone) - timedelta(milliseconds=1)
+            return datetime.combine(day, time(), zone)
+        t = datetime.fromisoformat(raw)
+    except (ValueError, OverflowError):
+        raise QueryError(hint) from None
+    t = t if t.tzinfo else t.replace(tzinfo=zone)
+    if not 1970 <= t.year <= 2200:
+        raise QueryError(f"{name}: {raw!r} is out of range (years 1970 to 2200)")
+    return t
+
+
+def _ms(t: datetime) -> int:
+    return (t - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(milliseconds=1)
+
+
+def _iso(ms: int | None, zone: ZoneInfo) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, timezone.utc).astimezone(zone).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class Query:
+    """One validated request: SQL conditions and their parameters, display options, position."""
+
+    view: str
+    spec: View
+    where: list[str]
+    params: dict[str, Any]
+    tz: ZoneInfo
+    lang: str
+    limit: int
+    start: int | None           # range bounds, ms since epoch, both inclusive (None: unbounded)
+    end: int | None
+    after: list | None          # sort key of the last row of the previous page
+    digest: str                 # the view, account and filters the cursor is bound to
+
+    def columns(self) -> list[tuple[str, str]]:
+        return [(name, sql(self.lang) if callable(sql) else sql) for name, sql in self.spec.columns]
+
+    def key_sql(self) -> list[str]:
+        return [self.spec.time, *self.spec.keys]
+
+    def order_by(self) -> str:
+        return ", ".join(f"{c} DESC" for c in self.key_sql())
+
+    def key_select(self) -> list[str]:
+        return [f"toUnixTimestamp64Milli({self.spec.time})", *self.spec.keys]
+
+    def before(self, key: list, prefix: str, inclusive: bool = False) -> tuple[str, dict]:
+        """Rows strictly after `key` in the newest-first order (or from `key` on, when inclusive)."""
+        names = [f"{prefix}{i}" for i in range(len(key))]
+        values = [f"fromUnixTimestamp64Milli({{{names[0]}:Int64}}, 'UTC')",
+                  *(f"{{{n}:String}}" for n in names[1:])]
+        op = ">=" if inclusive else "<"
+        cond = f"({', '.join(self.key_sql())}) {op} ({', '.join(values)})"
+        if not inclusive:  # lets ClickHouse prune parts on the time column
+            cond += f" AND {self.spec.time} <= {values[0]}"
+        return cond, dict(zip(names, key))
+
+    def sql(self, select: str, extra: list[str] = (), tail: str = "") -> str:
+        return (f"SELECT {select} FROM {{db}}.{self.spec.table} FINAL WHERE {' AND '.join([*self.where, *extra])} "
+                f"ORDER BY {self.order_by()} {tail}")
+
+
+def _hash(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def encode_cursor(q: Query, key: list) -> str:
+    body = [key, [q.start, q.end], _hash(q.digest, key, q.start, q.end)]
+    return base64.urlsafe_b64encode(json.dumps(body, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(raw: str, q: Query) -> tuple[list, int | None, int | None]:
+    bad = ("cursor: not a cursor of this view and these filters (it is next_cursor of a previous page, "
+           "with the same filters); start again without it")
+    try:
+        key, (start, end), check = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+    except Exception:
+        raise QueryError(bad) from None
+    ok_key = (isinstance(key, list) and len(key) == 1 + len(q.spec.keys) and type(key[0]) is int
+              and all(isinstance(k, str) for k in key[1:]))
+    ok_range = all(v is None or type(v) is int for v in (start, end))
+    if not (ok_key and ok_range and check == _hash(q.digest, key, start, end)):
+        raise QueryError(bad)
+    return key, start, end
+
+
+def parse(view: str, account_id: str, params: Mapping[str, str], *, paging: bool = True,
+          now: datetime | None = None) -> Query:
+    """Validate the query string of one view; raises QueryError saying what to fix."""
+    if view not in SPECS:
+        raise QueryError(f"unknown view {view!r}; views: {', '.join(VIEWS)}")
+    if not isinstance(account_id, str) or not account_id:
+        raise QueryError("an account is required")
+    spec = SPECS[view]
+    values: dict[str, str] = {}
+    for name, raw in params.items():
+        if not isinstance(raw, str):
+            raise QueryError(f"{name}: give one text value")
+        if raw.strip():
+            values[name] = raw.strip()
+    unknown = sorted(set(values) - set(COMMON) - set(spec.filters))
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], [*spec.filters, *COMMON], n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise QueryError(f"unknown filter {unknown[0]!r} for {view}; {hint}known: "
+                         f"{', '.join([*COMMON, *spec.filters])}")
+    zone = _zone(values.get("tz", "UTC"))
+    lang = values.get("lang", "en")
+    if lang not in LANGUAGES:
+        raise QueryError(f"lang must be one of {', '.join(LANGUAGES)}; got {lang!r}")
+    limit = DEFAULT_PAGE
+    if paging and "limit" in values:
+        raw = values["limit"]
+        if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= MAX_PAGE):
+            raise QueryError(f"limit must be a whole number from 1 to {MAX_PAGE}; got {raw!r}")
+        limit = int(raw)
+
+    where = ["account_id = {account:String}"]
+    bound: dict[str, Any] = {"account": account_id, "tz": zone.key}
+    filters = dict(spec.defaults) | {k: v for k, v in values.items() if k in spec.filters}
+    for name in sorted(filters):
+        cond, p = spec.filters[name](name, filters[name])
+        if cond:
+            where.append(cond)
+            bound.update(p)
+
+    start = end = None
+    if spec.default_range or "from" in values or "to" in values:
+        now = now or datetime.now(timezone.utc)
+        hi = _instant("to", values["to"], zone, True) if "to" in values else now
+        lo = _instant("from", values["from"], zone, False) if "from" in values else hi - timedelta(days=DEFAULT_DAYS)
+        if lo > hi:
+            raise QueryError(f"from ({lo.isoformat()}) is after to ({hi.isoformat()}): give from <= to")
+        start, end = _ms(lo), _ms(hi)
+    digest = _hash(view, account_id, {k: v for k, v in values.items() if k in ("from", "to", "tz")}, filters)
+    q = Query(view, spec, where, bound, zone, lang, limit, start, end, None, digest)
+    if paging and "cursor" in values:
+        q.after, q.start, q.end = _decode_cursor(values["cursor"], q)
+    if q.start is not None:
+        where.append(f"{spec.time} >= fromUnixTimestamp64Milli({{t_from:Int64}}, 'UTC')")
+        where.append(f"{spec.time} <= fromUnixTimestamp64Milli({{t_to:Int64}}, 'UTC')")
+        bound.update(t_from=q.start, t_to=q.end)
+    return q
+
+
+# ---- reads ---------------------------------------------------------------------------------------------
+
+def page(ch, view: str, account_id: str, params: Mapping[str, str]) -> dict:
+    """One page, newest first; `next_cursor` is None on the last page. Every value is a string."""
+    q = parse(view, account_id, params)
+    cols = q.columns()
+    select = ", ".join([f"{q.spec.id} AS _id", *(f"{sql} AS _c{i}" for i, (_, sql) in enumerate(cols)),
+                        *(f"{sql} AS _k{i}" for i, sql in enumerate(q.key_select()))])
+    extra, params_ = [], dict(q.params)
+    if q.after is not None:
+        cond, p = q.before(q.after, "cur_")
+        extra.append(cond)
+        params_.update(p)
+    result = ch.query(q.sql(select, extra, f"LIMIT {q.limit + 1}"), params_).result_rows
+    names = [c for c, _ in cols]
+    rows = [{"id": r[0], **dict(zip(names, r[1:1 + len(names)]))} for r in result[:q.limit]]
+    more = len(result) > q.limit
+    last = list(result[q.limit - 1][1 + len(names):]) if more else None
+    return {"view": view, "columns": COLUMNS[view], "rows": rows,
+            "next_cursor": encode_cursor(q, last) if more else None,
+            "from": _iso(q.start, q.tz), "to": _iso(q.end, q.tz), "tz": q.tz.key}
+
+
+def _id_condition(view: str, row_id: str) -> tuple[str, dict]:
+    if view == "events":
+        return "event_id = {row_id:String}", {"row_id": row_id}
+    # "<scenario_id>|<second part>": either part may hold a '|', so try every split on the key prefix.
+    heads = [row_id[:i] for i, c in enumerate(row_id) if c == "|"]
+    if not heads:
+        second = "source_event_id" if view == "scenarios" else "contact_key"
+        raise QueryError(f"a {view} id is <scenario_id>|<{second}>, as in the rows' id")
+    return (f"scenario_id IN {{heads:Array(String)}} AND {SPECS[view].id} = {{row_id:String}}",
+            {"heads": heads[:50], "row_id": row_id})
+
+
+def detail(ch, view: str, account_id: str, row_id: str, *, tz: str = "UTC", lang: str = "en") -> dict | None:
+    """Every column of one line of the account (the expanded log), JSON columns parsed; None if absent."""
+    if view not in SPECS:
+        raise QueryError(f"unknown view {view!r}; views: {', '.join(VIEWS)}")
+    if not isinstance(account_id, str) or not account_id:
+        raise QueryError("an account is required")
+    if not isinstance(row_id, str) or not row_id or len(row_id) > 2 * MAX_VALUE:
+        raise QueryError("give the id of a row (the id of a page's row)")
+    zone = _zone(tz)
+    if lang not in LANGUAGES:
+        raise QueryError(f"lang must be one of {', '.join(LANGUAGES)}; got {lang!r}")
+    cond, params = _id_condition(view, row_id)
+    result = ch.query(f"SELECT * FROM {{db}}.{SPECS[view].table} FINAL WHERE account_id = {{account:String}} "
+                      f"AND {cond} LIMIT 1", {"account": account_id, **params})
+    if not result.result_rows:
+        return None
+    row: dict[str, Any] = {"id": row_id}
+    for name, value in zip(result.column_names, result.result_rows[0]):
+        if isinstance(value, datetime):
+            value = (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).astimezone(zone) \
+                .isoformat(timespec="milliseconds")
+        elif name in ("properties", "details", "message_params"):
+            value = orjson.loads(value) if value else None
+        row[name] = value
+    if view == "scenarios":
+        row["message"] = render(row["message_code"], row["message_params"], lang)
+    return row

@@ -1,0 +1,84 @@
+"""Inspect dead letters and re-drive them into their source topics, once.
+
+A re-driven message carries the header `autologs-redrive-of: <partition>:<offset>`; if it is still
+invalid, its new dead letter carries it too and is never re-driven automatically again (no loop). Every
+re-driven letter is recorded in the compacted topic `<prefix>.deadletters.redriven`, so running
+`dlq redrive` twice sends nothing twice.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from aiokafka import AIOKafkaConsumer
+
+from autologs.config import Settings
+from processors.deadletters import H_REDRIVE_OF, DeadLetter, parse_dead_letter
+from streams.produce import publish
+from streams.topics import ensure_topics, partitions_of, topics
+
+
+async def _read_all(settings: Settings, topic: str, since: datetime | None = None):
+    parts = await partitions_of(settings.kafka_bootstrap, [topic])
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(parts)
+        ends = await consumer.end_offsets(parts)
+        starts = await consumer.beginning_offsets(parts)
+        if since is not None:
+            ms = int((since if since.tzinfo else since.replace(tzinfo=timezone.utc)).timestamp() * 1000)
+            found = await consumer.offsets_for_times({tp: ms for tp in parts})
+            starts = {tp: (found[tp].offset if found[tp] else ends[tp]) for tp in parts}
+        todo = {tp for tp in parts if starts[tp] < ends[tp]}
+        for tp in parts:
+            consumer.seek(tp, starts[tp])
+        while todo:
+            batch = await consumer.getmany(*todo, timeout_ms=2000)
+            for tp, records in batch.items():
+                for r in records:
+                    if r.offset < ends[tp]:
+                        yield r
+            for tp in list(todo):
+                if await consumer.position(tp) >= ends[tp]:
+                    todo.discard(tp)
+    finally:
+        await consumer.stop()
+
+
+async def list_letters(settings: Settings, since: datetime | None = None, event_type: str | None = None) -> list[DeadLetter]:
+    await ensure_topics(settings)
+    letters = [parse_dead_letter(r.headers, r.key, r.value, r.partition, r.offset, r.timestamp)
+               async for r in _read_all(settings, topics(settings).dead_letters, since)]
+    return [dl for dl in letters if event_type is None or dl.event_type == event_type]
+
+
+async def redriven_ids(settings: Settings) -> set[str]:
+    await ensure_topics(settings)
+    return {r.key.decode() async for r in _read_all(settings, topics(settings).redriven) if r.key}
+
+
+async def redrive(settings: Settings, letters: list[DeadLetter], fixes: dict[str, bytes] | None = None,
+                  include_failed_redrives: bool = False) -> dict:
+    """Send letters back to their source topic (fixed payloads where given); each letter only once."""
+    fixes = fixes or {}
+    done = await redriven_ids(settings)
+    names = topics(settings)
+    chosen, skipped = [], {"already_redriven": 0, "failed_redrive": 0}
+    for dl in letters:
+        if dl.id in done:
+            skipped["already_redriven"] += 1
+        elif dl.redrive_of and not include_failed_redrives and dl.id not in fixes:
+            skipped["failed_redrive"] += 1  # re-driven once already and still invalid: no loop
+        else:
+            chosen.append(dl)
+    by_topic: dict[str, list] = {}
+    for dl in chosen:
+        target = dl.source_topic if dl.source_topic in (names.events, names.commands) else names.events
+        by_topic.setdefault(target, []).append(dl)
+    for target, group in by_topic.items():
+        await publish(settings, target, [(dl.key, fixes.get(dl.id, dl.original)) for dl in group],
+                      headers_for=lambda i, group=group: [(H_REDRIVE_OF, group[i].id.encode())])
+    marks = [(dl.id.encode(), datetime.now(timezone.utc).isoformat().encode()) for dl in chosen]
+    if marks:
+        await publish(settings, names.redriven, marks)
+    return {"redriven": len(chosen), "fixed": sum(1 for dl in chosen if dl.id in fixes), **skipped}

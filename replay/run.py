@@ -1,0 +1,306 @@
+"""Rebuild the logs from the topics: into shadow tables, verified, then swapped in atomically.
+
+Readers never see a half-built log: the replay writes `<table>__replay`, checks every day's row count
+and checksum against what it read (kept in `replay_manifest`), then EXCHANGEs the tables, keeping the
+old ones as `<table>__previous`. What the topics received during the replay is then read in place
+(the exactly-once effect makes that safe), so a replay beside live ingestion loses nothing.
+`--in-place` skips the shadow and relies on that effect alone.
+"""
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from autologs.clickhouse import ClickHouse
+from autologs.config import Settings
+from processors.pipeline import Held, Pipeline
+from processors.scenarios import to_ms
+from processors.validate import RawMessage
+from replay.plan import ReplayPlan, ReplayRefused
+from schemas.events import EVENT_ADAPTER
+from schemas.rows import Source
+from streams.topics import topics
+
+log = logging.getLogger("autologs.replay")
+
+TABLES = ("event_log", "scenario_log", "enrollment_state")
+SHADOW = "__replay"
+PREVIOUS = "__previous"
+CHECKPOINT_EVERY_S = 10.0
+
+
+@dataclass
+class ReplayProgress:
+    total: int
+    read: int = 0
+    phase: str = "starting"
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def rate(self) -> float:
+        return self.read / max(time.monotonic() - self.started, 1e-6)
+
+    @property
+    def eta_s(self) -> float | None:
+        return (self.total - self.read) / self.rate if self.rate > 0 else None
+
+    def to_json(self) -> dict:
+        return {"phase": self.phase, "read": self.read, "total": self.total, "events_per_s": round(self.rate),
+                "eta_s": None if self.eta_s is None else round(self.eta_s, 1)}
+
+
+@dataclass
+class ReplayReport:
+    messages_read: int
+    events_written: int
+    invalid_skipped: int
+    scenario_rows: int
+    enrollment_changes: int
+    days_verified: int
+    seconds: float
+    swapped: bool
+    caught_up: int
+
+    @property
+    def events_per_s(self) -> float:
+        return self.messages_read / max(self.seconds, 1e-6)
+
+
+async def _no_dead_letters(invalid) -> None:
+    """Invalid messages went to the dead-letter topic when they first arrived; a replay does not repeat it."""
+
+
+class Replay:
+    def __init__(self, settings: Settings, ch: ClickHouse, plan: ReplayPlan, in_place: bool = False,
+                 progress: Callable[[ReplayProgress], None] | None = None, checkpoint: Path | None = None):
+        if not in_place and not plan.full:
+            raise ReplayRefused("a replay into shadow tables rebuilds everything, so it reads the topics from "
+                                "their beginning: drop --from, or add --in-place to re-read a range in place")
+        self.settings = settings
+        self.ch = ch
+        self.plan = plan
+        self.in_place = in_place
+        self.on_progress = progress
+        self.checkpoint = checkpoint or (settings.data_dir.resolve() / "replay" / "checkpoint.json")
+        self.names = topics(settings)
+        self.progress = ReplayProgress(plan.total)
+        # Only the watermark and the end of the replay release held events: no wall-clock idling.
+        replay_settings = settings.model_copy(update={"scenario_idle_release_s": 1e9})
+        self.states: dict[bytes, bytes] = {}
+        self._manifest: list[list] = []
+        self._keep_manifest = not in_place  # the shadow pass is verified; in-place writes are not
+        self.pipeline = self._pipeline(replay_settings, "" if in_place else SHADOW)
+        self._positions: dict[TopicPartition, int] = {tp: s for tp, (s, _) in plan.ranges.items()}
+        self._last_checkpoint = time.monotonic()
+
+    def _pipeline(self, settings: Settings, suffix: str) -> Pipeline:
+        return Pipeline(settings, self.ch, _no_dead_letters, self.states, commands_topic=self.names.commands,
+                        table_suffix=suffix, on_logged=self._manifest.extend)
+
+    # --- the run ------------------------------------------------------------------------------------
+    async def run(self, resume: bool = False) -> ReplayReport:
+        started = time.monotonic()
+        resumed = resume and self._load_checkpoint()
+        if not self.in_place and not resumed:
+            self._prepare_shadow()
+        self._set_phase("replaying")
+        await self._read(self.plan.ranges)
+        await self.pipeline.drain()
+        await self._write_manifest()
+        days = 0
+        swapped = False
+        caught_up = 0
+        if not self.in_place:
+            self._set_phase("verifying")
+            days = await self.ch.run(self._verify)
+            self._set_phase("swapping")
+            await self.ch.run(self._swap)
+            swapped = True
+            # Events that arrived meanwhile, read in place into the swapped tables.
+            self._keep_manifest = False
+            self.pipeline = self._pipeline(self.pipeline.settings, "")
+            caught_up = await self._catch_up()
+        self.checkpoint.unlink(missing_ok=True)
+        self._set_phase("done")
+        stats = self.pipeline.stats
+        return ReplayReport(self.progress.read, self.progress.read - stats.dead_letters, stats.dead_letters,
+                            stats.scenario_rows, stats.enrollment_changes, days, time.monotonic() - started,
+                            swapped, caught_up)
+
+    async def _catch_up(self) -> int:
+        from streams.topics import partitions_of
+
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            parts = await partitions_of(self.settings.kafka_bootstrap, sorted({tp.topic for tp in self.plan.ranges}))
+            ends = await consumer.end_offsets(parts)
+        finally:
+            await consumer.stop()
+        ranges = {tp: (self.plan.ranges[tp][1], ends[tp]) for tp in parts
+                  if tp in self.plan.ranges and ends[tp] > self.plan.ranges[tp][1]}
+        if not ranges:
+            return 0
+        before = self.progress.read
+        self.progress.total += sum(e - s for s, e in ranges.values())
+        self._set_phase("catching up")
+        self._positions.update({tp: s for tp, (s, _) in ranges.items()})
+        await self._read(ranges)
+        await self.pipeline.drain()
+        self._manifest.clear()
+        return self.progress.read - before
+
+    async def _read(self, ranges: dict[TopicPartition, tuple[int, int]]) -> None:
+        """Commands are few: read them first, then merge them into the events by Kafka timestamp."""
+        commands = {tp: r for tp, r in ranges.items() if tp.topic == self.names.commands}
+        events = {tp: r for tp, r in ranges.items() if tp.topic != self.names.commands}
+        pending_commands: dict[int, list] = {}
+        async for records in self._fetch(commands, track=False):
+            for tp, batch in records:
+                pending_commands.setdefault(tp.partition, []).extend(batch)
+
+        def command(record) -> tuple[RawMessage, None]:
+            # A command counts as read once it is in a batch (so a resumed replay does not skip it).
+            self._positions[TopicPartition(self.names.commands, record.partition)] = record.offset + 1
+            return self._raw(self.names.commands, record), None
+
+        async for records in self._fetch(events):
+            batch: list[tuple[RawMessage, None]] = []
+            for tp, recs in records:
+                queue = pending_commands.get(tp.partition, [])
+                for r in recs:
+                    while queue and queue[0].timestamp <= r.timestamp:
+                        batch.append(command(queue.pop(0)))
+                    batch.append((self._raw(tp.topic, r), None))
+            await self._handle(batch)
+        leftover = sorted((r for q in pending_commands.values() for r in q), key=lambda r: r.timestamp)
+        if leftover:
+            await self._handle([command(r) for r in leftover])
+
+    async def _fetch(self, ranges: dict[TopicPartition, tuple[int, int]], track: bool = True):
+        todo = {tp: r for tp, r in ranges.items() if self._positions.get(tp, r[0]) < r[1]}
+        reached = {tp: self._positions.get(tp, r[0]) for tp, r in todo.items()}
+        if not todo:
+            return
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False,
+                                    max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20)
+        await consumer.start()
+        try:
+            consumer.assign(list(todo))
+            for tp in todo:
+                consumer.seek(tp, reached[tp])
+            while todo:
+                fetched = await consumer.getmany(*todo, timeout_ms=2000, max_records=self.settings.sink_max_rows)
+                out = []
+                for tp, recs in fetched.items():
+                    recs = [r for r in recs if r.offset < todo[tp][1]]
+                    if recs:
+                        out.append((tp, recs))
+                        reached[tp] = recs[-1].offset + 1
+                        if track:
+                            self._positions[tp] = reached[tp]
+                for tp in list(todo):
+                    end = todo[tp][1]
+                    if reached[tp] < end and await consumer.position(tp) >= end:
+                        reached[tp] = end  # the rest were not records (e.g. transaction markers)
+                        if track:
+                            self._positions[tp] = end
+                    if reached[tp] >= end:
+                        todo.pop(tp)
+                        consumer.pause(tp)
+                if out:
+                    yield out
+        finally:
+            await consumer.stop()
+
+    @staticmethod
+    def _raw(topic: str, r) -> RawMessage:
+        return RawMessage(topic, r.partition, r.offset, r.key, r.value, r.timestamp)
+
+    async def _handle(self, batch: list[tuple[RawMessage, None]]) -> None:
+        await self.pipeline.handle(batch)
+        self.progress.read += len(batch)
+        await self._write_manifest()
+        if self.on_progress:
+            self.on_progress(self.progress)
+        if time.monotonic() - self._last_checkpoint > CHECKPOINT_EVERY_S:
+            self._save_checkpoint()
+
+    def _set_phase(self, phase: str) -> None:
+        self.progress.phase = phase
+        if self.on_progress:
+            self.on_progress(self.progress)
+
+    # --- shadow tables, manifest, verification, swap ------------------------------------------------
+    def _prepare_shadow(self) -> None:
+        for table in TABLES:
+            self.ch.command(f"DROP TABLE IF EXISTS {{db}}.{table}{SHADOW}")
+            self.ch.command(f"CREATE TABLE {{db}}.{table}{SHADOW} AS {{db}}.{table}")
+        self.ch.command("DROP TABLE IF EXISTS {db}.replay_manifest")
+        self.ch.command("CREATE TABLE {db}.replay_manifest (day Date, event_id String) ENGINE = MergeTree "
+                        "ORDER BY (day, event_id) COMMENT 'What a replay read: verified against the rebuilt log'")
+
+    async def _write_manifest(self) -> None:
+        if not self._keep_manifest or not self._manifest:
+            self._manifest.clear()
+            return
+        rows = [[r[4].date(), r[1]] for r in self._manifest]  # occurred_at, event_id of EVENT_LOG_COLUMNS
+        self._manifest.clear()
+        await self.ch.run(self.ch.insert, "replay_manifest", rows, ["day", "event_id"])
+
+    def _verify(self) -> int:
+        read = self.ch.rows("SELECT day, count(), sum(sipHash64(event_id)) FROM "
+                            "(SELECT DISTINCT day, event_id FROM {db}.replay_manifest) GROUP BY day ORDER BY day")
+        built = self.ch.rows(f"SELECT toDate(occurred_at) AS day, count(), sum(sipHash64(event_id)) "
+                             f"FROM {{db}}.event_log{SHADOW} FINAL GROUP BY day ORDER BY day")
+        if read != built:
+            bad = sorted(set(read) ^ set(built))[:5]
+            raise ReplayRefused(f"verification failed: the rebuilt event log differs from what was read on "
+                                f"{len({b[0] for b in bad})} day(s), e.g. {bad}. The live tables were not touched; "
+                                f"the shadow tables (*{SHADOW}) are kept for inspection.")
+        return len(read)
+
+    def _swap(self) -> None:
+        for table in TABLES:
+            self.ch.command(f"EXCHANGE TABLES {{db}}.{table} AND {{db}}.{table}{SHADOW}")
+            self.ch.command(f"DROP TABLE IF EXISTS {{db}}.{table}{PREVIOUS}")
+            self.ch.command(f"RENAME TABLE {{db}}.{table}{SHADOW} TO {{db}}.{table}{PREVIOUS}")
+        self.ch.command("DROP TABLE IF EXISTS {db}.replay_manifest")
+
+    # --- checkpoint: resumable after a crash ---------------------------------------------------------
+    def _save_checkpoint(self) -> None:
+        self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        data = {
+            "plan": self.plan.to_json(), "in_place": self.in_place, "read": self.progress.read,
+            "positions": [[tp.topic, tp.partition, o] for tp, o in self._positions.items()],
+            "states": {base64.b64encode(k).decode(): base64.b64encode(v).decode() for k, v in self.states.items()},
+            "held": [[p, h.event.model_dump_json(), list(h.source)] for p, h in self.pipeline.held.items()],
+        }
+        tmp = self.checkpoint.with_suffix(".tmp")
+        tmp.write_bytes(orjson.dumps(data))
+        tmp.replace(self.checkpoint)
+        self._last_checkpoint = time.monotonic()
+
+    def _load_checkpoint(self) -> bool:
+        try:
+            data = orjson.loads(self.checkpoint.read_bytes())
+        except FileNotFoundError:
+            return False
+        if data["plan"]["full"] != self.plan.full or data["in_place"] != self.in_place:
+            raise ReplayRefused(f"{self.checkpoint} belongs to another kind of replay; delete it to start afresh")
+        self.plan = ReplayPlan.from_json(data["plan"])
+        self.progress = ReplayProgress(self.plan.total, read=data["read"])
+        self._positions = {TopicPartition(t, p): o for t, p, o in data["positions"]}
+        self.states.update({base64.b64decode(k): base64.b64decode(v) for k, v in data["states"].items()})
+        for partition, event_json, source in data["held"]:
+            ev = EVENT_ADAPTER.validate_json(event_json)
+            self.pipeline.held.add(partition, to_ms(ev.occurred_at), ev.event_id, Held(ev, Source(*source), None))
+        log.info("resuming the replay at %d of %d messages", self.progress.read, self.plan.total)
+        return True

@@ -1,0 +1,170 @@
+"""Issue 5 through a real worker: the HTTP API with account keys, CSV dumps, CLI reads and exports."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+import uuid
+from urllib.parse import urlencode
+
+import orjson
+import pytest
+
+from streams.produce import publish
+from streams.topics import Topics, ensure_topics
+from tests import story
+from tests.examples import example, keyed, wait_drained
+from tests.support import WorkerProcess
+
+RANGE = {"from": "2026-11-19", "to": "2026-11-21", "tz": "UTC"}
+
+
+def call(worker: WorkerProcess, path: str, key: str | None = None, params: dict | None = None,
+         body: dict | None = None) -> tuple[int, bytes, dict]:
+    url = f"http://127.0.0.1:{worker.port}/api/v1/{path}" + (f"?{urlencode(params)}" if params else "")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    data = None
+    if body is not None:
+        data, headers["Content-Type"] = json.dumps(body).encode(), "application/json"
+    req = urllib.request.Request(url, data=data, headers=headers, method="POST" if body is not None else "GET")
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, r.read(), dict(r.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(), dict(exc.headers)
+
+
+def cli(worker: WorkerProcess, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "autologs.cli", *args], env=worker.env, capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def running(settings, tmp_root):
+    """A worker holding the story (account acct-story) and another account's events."""
+    import asyncio
+
+    names = Topics(f"{settings.topic_prefix}-api-{uuid.uuid4().hex[:6]}")
+    worker = WorkerProcess(tmp_root / names.prefix, names.prefix,
+                           AUTOLOGS_CLICKHOUSE_DATABASE=f"db_{names.prefix.replace('-', '_')}")
+    worker.start()
+    other = [example("page", n, account="acct-other", email="ann@example.com") for n in range(5)]
+
+    async def feed():
+        await ensure_topics(settings, names.all())
+        from tests.test_scenarios import keyed as story_keyed
+
+        await publish(settings, names.events, [story_keyed(e) for e in story.phase_one()] + [keyed(e) for e in other])
+        await wait_drained(settings.kafka_bootstrap, names.app_id, names.events)
+
+    asyncio.run(feed())
+    keys = {}
+    for account in ("acct-story", "acct-other"):
+        out = cli(worker, "keys", "create", "--account", account, "--label", "tests")
+        assert out.returncode == 0, out.stderr
+        keys[account] = out.stdout.strip()
+    yield worker, keys
+    worker.stop()
+
+
+def test_a_key_reads_only_its_own_account(running):
+    worker, keys = running
+    status, body, _ = call(worker, "events", keys["acct-story"], RANGE | {"email": "ann@example.com", "limit": "100"})
+    assert status == 200, body
+    page = orjson.loads(body)
+    assert {r["id"] for r in page["rows"]} == {f"story-{n:02d}" for n in range(1, 10)}
+    # Same email in the other account: its key sees only its own five events.
+    status, body, _ = call(worker, "events", keys["acct-other"], RANGE | {"email": "ann@example.com"})
+    assert status == 200 and {r["id"] for r in orjson.loads(body)["rows"]} == {f"ex-page-{n}" for n in range(5)}
+    # Asking for another account with one's key is an error, never rows.
+    status, body, _ = call(worker, "events", keys["acct-other"], RANGE | {"account": "acct-story"})
+    assert status == 403 and b"another account" in body
+    status, body, _ = call(worker, "events/story-01", keys["acct-other"])
+    assert status == 404
+    status, _, _ = call(worker, "events", None, RANGE)
+    assert status == 401
+    status, _, _ = call(worker, "events", "al_000000000000.notarealsecretnotarealsecret", RANGE)
+    assert status == 401
+
+
+@pytest.mark.parametrize("params,words", [
+    ({"from": "yesterday-ish"}, "from"),
+    ({"from": "2026-11-21", "to": "2026-11-19"}, "from"),
+    ({"limit": "5000"}, "limit"),
+    ({"emial": "x@example.com"}, "emial"),
+    ({"cursor": "bm90IGEgY3Vyc29y"}, "cursor"),
+    ({"tz": "Mars/Olympus"}, "tz"),
+])
+def test_bad_parameters_get_a_clear_400(running, params, words):
+    worker, keys = running
+    status, body, _ = call(worker, "events", keys["acct-story"], RANGE | params)
+    assert status == 400, body
+    assert words in orjson.loads(body)["error"]
+
+
+def test_contacts_scenarios_detail_and_removal(running):
+    worker, keys = running
+    key = keys["acct-story"]
+    status, body, _ = call(worker, "contacts", key, RANGE)
+    assert status == 200
+    rows = orjson.loads(body)["rows"]
+    assert [r["email"] for r in rows] == [story.CAT, story.BOB]
+    status, body, _ = call(worker, "scenarios", key, RANGE | {"email": story.ANN, "lang": "fr", "limit": "100"})
+    assert status == 200
+    messages = [r["message"] for r in orjson.loads(body)["rows"]]
+    assert "Le contact a quitté le scénario (objectif atteint)" in messages
+    status, body, _ = call(worker, "events/story-05", key)
+    assert status == 200 and orjson.loads(body)["form_id"] == "f-1"
+    status, body, _ = call(worker, "contacts/remove", key, body={"scenario": "sc-cart",
+                                                                 "contacts": [f"c{n}@example.com" for n in range(51)]})
+    assert status == 400 and b"at most 50" in body
+    status, body, _ = call(worker, "contacts/remove", key, body={"scenario": "sc-cart",
+                                                                 "contacts": [story.CAT, story.DAN]})
+    assert status == 200, body
+    result = orjson.loads(body)
+    assert result["removed"] == [story.CAT]
+    assert result["not_in_scenario"] == [{"contact": story.DAN, "reason": "not in this scenario"}]
+
+
+def test_csv_dump_equals_the_view(running):
+    worker, keys = running
+    key = keys["acct-story"]
+    status, body, _ = call(worker, "events", key, RANGE | {"limit": "1000"})
+    page = orjson.loads(body)
+    status, dump, headers = call(worker, "events.csv", key, RANGE)
+    assert status == 200 and headers["Content-Type"].startswith("text/csv")
+    table = list(csv.reader(io.StringIO(dump.decode("utf-8"))))
+    header, data = table[0], table[1:]
+    assert len(data) == len(page["rows"]) == 19
+    for line, row in zip(data, page["rows"]):
+        assert {h: v for h, v in zip(header, line)} == {h: "" if row[h] is None else str(row[h]) for h in header}
+
+
+def test_cli_reads_and_exports_through_the_worker(running, tmp_path):
+    worker, _ = running
+    out = cli(worker, "logs", "scenarios", "--account", "acct-story", "--from", "2026-11-19", "--to", "2026-11-21",
+              "-f", "email=ann@example.com")
+    assert out.returncode == 0, out.stderr
+    assert "Welcome series" in out.stdout and "8 row(s)" in out.stdout
+    target = tmp_path / "scenarios.csv"
+    out = cli(worker, "export", "scenarios", "--account", "acct-story", "--from", "2026-11-19", "--to", "2026-11-21",
+              "--lang", "fr", "-o", str(target))
+    assert out.returncode == 0, out.stderr
+    lines = list(csv.reader(target.open(encoding="utf-8")))
+    assert len(lines) == 1 + len(story.EXPECTED_SCENARIO_LOG) - 3  # phase one only: no removal, no Bob email
+    out = cli(worker, "logs", "events", "--account", "acct-story", "-f", "bogus=1")
+    assert out.returncode == 1 and "bogus" in out.stderr
+
+
+def test_openapi_document_lists_every_endpoint(running):
+    worker, _ = running
+    status, body, _ = call(worker, "openapi.json")
+    assert status == 200
+    paths = orjson.loads(body)["paths"]
+    for view in ("events", "scenarios", "contacts"):
+        assert {f"/api/v1/{view}", f"/api/v1/{view}.csv", f"/api/v1/{view}/{{row_id}}"} <= set(paths)
+    assert "/api/v1/contacts/remove" in paths
