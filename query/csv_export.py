@@ -8,8 +8,8 @@ date range (default: the last 7 days).
 Why keyset chunks rather than one result stream: on embedded chdb an open stream holds the engine
 handle until it is read to the end, so a slow HTTP client would pause the worker's inserts and every
 other read; and one ORDER BY over a whole range needs memory in proportion to the range. Each chunk is
-two short queries (the sort key of the chunk's last row, then that chunk's CSV, formatted by
-ClickHouse), so the engine is free between chunks and memory stays at one chunk whatever the range.
+one short query (its CSV, formatted by ClickHouse, between two sort keys found beforehand by a scan of the
+keys only), so the engine is free between chunks and memory stays at one chunk whatever the range.
 """
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ import csv
 import io
 from typing import BinaryIO, Callable, Iterator, Mapping
 
-from query.views import parse
+from query.views import Query, parse
 
 CHUNK_ROWS = 50_000
+CHUNKS_PER_SCAN = 10  # chunk boundaries found by one scan of the sort keys
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 _SETTINGS = "SETTINGS output_format_csv_crlf_end_of_line = 1"
 
@@ -44,23 +45,40 @@ def csv_chunks(ch, view: str, account_id: str, params: Mapping[str, str]) -> Ite
     select = ", ".join(guard(sql) for _, sql in columns)
     after = None
     while True:
-        extra, p = [], dict(q.params)
-        if after is not None:
-            cond, more = q.before(after, "after_")
-            extra.append(cond)
-            p.update(more)
-        found = ch.rows(q.sql(", ".join(q.key_select()), extra, f"LIMIT 1 OFFSET {CHUNK_ROWS - 1}"), p)
-        last = list(found[0]) if found else None
-        if last is not None:
-            cond, more = q.before(last, "last_", inclusive=True)
-            extra.append(cond)
-            p.update(more)
-        data = ch.client.raw_query(ch.sql(q.sql(select, extra, _SETTINGS)), parameters=p, fmt="CSV")
-        if data:
-            yield data
-        if last is None:
+        bounds = _boundaries(ch, q, after)
+        final = len(bounds) < CHUNKS_PER_SCAN
+        for last in bounds + ([None] if final else []):
+            where, p = _between(q, after, last)
+            data = ch.client.raw_query(ch.sql(q.sql(select, where, _SETTINGS)), parameters=p, fmt="CSV")
+            if data:
+                yield data
+            after = last
+        if final:
             return
-        after = last
+
+
+def _between(q: Query, after: list | None, last: list | None) -> tuple[list[str], dict]:
+    """Conditions and parameters for the rows after `after` (exclusive) down to `last` (inclusive)."""
+    where, p = [], dict(q.params)
+    for key, prefix, inclusive in ((after, "after_", False), (last, "last_", True)):
+        if key is not None:
+            cond, more = q.keyset(key, prefix, inclusive)
+            where.append(cond)
+            p.update(more)
+    return where, p
+
+
+def _boundaries(ch, q: Query, after: list | None) -> list[list]:
+    """Sort keys of every CHUNK_ROWS-th row after `after`, for up to CHUNKS_PER_SCAN chunks (keys only:
+    memory in proportion to those rows, not to the range)."""
+    where, p = _between(q, after, None)
+    names = [f"_k{i}" for i in range(len(q.key_select()))]
+    order = ", ".join(f"{n} DESC" for n in names)
+    keys = ", ".join(f"{sql} AS {n}" for sql, n in zip(q.key_select(), names))
+    inner = q.sql(keys, where, f"LIMIT {CHUNK_ROWS * CHUNKS_PER_SCAN}")
+    return [list(r) for r in ch.rows(
+        f"SELECT {', '.join(names)} FROM (SELECT {', '.join(names)}, row_number() OVER (ORDER BY {order}) AS _rn "
+        f"FROM ({inner})) WHERE _rn % {CHUNK_ROWS} = 0 ORDER BY {order}", p)]
 
 
 def count_records(data: bytes) -> int:

@@ -35,6 +35,7 @@ COMMON = ("from", "to", "tz", "lang", "limit", "cursor")
 INTERNAL = {"en": "internal request", "fr": "requête interne"}
 STATUSES = ("active", "waiting", "exited", "removed")
 MAX_VALUE = 1000  # characters of one filter value
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 class QueryError(ValueError):
@@ -180,28 +181,29 @@ def _instant(name: str, raw: str, zone: ZoneInfo, end: bool) -> datetime:
     """A date means the whole day in `zone` (its first or last millisecond); a time without offset is in `zone`."""
     hint = f"{name}: {raw!r} is not an ISO 8601 date or time (e.g. 2026-11-20 or 2026-11-20T14:30:00+01:00)"
     try:
-        if len(raw) == 10:
+        try:
             day = date.fromisoformat(raw)
-            if end:
-                return datetime.combine(day + timedelta(days=1), time(), zone) - timedelta(milliseconds=1)
-            return datetime.combine(day, time(), zone)
-        t = datetime.fromisoformat(raw)
+        except ValueError:  # not a plain date: a time
+            t = datetime.fromisoformat(raw)
+            t = t if t.tzinfo else t.replace(tzinfo=zone)
+        else:
+            t = datetime.combine(day + timedelta(days=1) if end else day, time(), zone)
+            t -= timedelta(milliseconds=1) if end else timedelta(0)
     except (ValueError, OverflowError):
         raise QueryError(hint) from None
-    t = t if t.tzinfo else t.replace(tzinfo=zone)
     if not 1970 <= t.year <= 2200:
         raise QueryError(f"{name}: {raw!r} is out of range (years 1970 to 2200)")
     return t
 
 
 def _ms(t: datetime) -> int:
-    return (t - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(milliseconds=1)
+    return (t - EPOCH) // timedelta(milliseconds=1)
 
 
 def _iso(ms: int | None, zone: ZoneInfo) -> str | None:
     if ms is None:
         return None
-    return datetime.fromtimestamp(ms / 1000, timezone.utc).astimezone(zone).isoformat(timespec="milliseconds")
+    return (EPOCH + timedelta(milliseconds=ms)).astimezone(zone).isoformat(timespec="milliseconds")
 
 
 @dataclass
@@ -232,8 +234,8 @@ class Query:
     def key_select(self) -> list[str]:
         return [f"toUnixTimestamp64Milli({self.spec.time})", *self.spec.keys]
 
-    def before(self, key: list, prefix: str, inclusive: bool = False) -> tuple[str, dict]:
-        """Rows strictly after `key` in the newest-first order (or from `key` on, when inclusive)."""
+    def keyset(self, key: list, prefix: str, inclusive: bool = False) -> tuple[str, dict]:
+        """Condition: rows after the row with sort key `key` in newest-first order (from it on if inclusive)."""
         names = [f"{prefix}{i}" for i in range(len(key))]
         values = [f"fromUnixTimestamp64Milli({{{names[0]}:Int64}}, 'UTC')",
                   *(f"{{{n}:String}}" for n in names[1:])]
@@ -341,7 +343,7 @@ def page(ch, view: str, account_id: str, params: Mapping[str, str]) -> dict:
                         *(f"{sql} AS _k{i}" for i, sql in enumerate(q.key_select()))])
     extra, params_ = [], dict(q.params)
     if q.after is not None:
-        cond, p = q.before(q.after, "cur_")
+        cond, p = q.keyset(q.after, "cur_")
         extra.append(cond)
         params_.update(p)
     result = ch.query(q.sql(select, extra, f"LIMIT {q.limit + 1}"), params_).result_rows
@@ -349,7 +351,7 @@ def page(ch, view: str, account_id: str, params: Mapping[str, str]) -> dict:
     rows = [{"id": r[0], **dict(zip(names, r[1:1 + len(names)]))} for r in result[:q.limit]]
     more = len(result) > q.limit
     last = list(result[q.limit - 1][1 + len(names):]) if more else None
-    return {"view": view, "columns": COLUMNS[view], "rows": rows,
+    return {"view": view, "columns": list(COLUMNS[view]), "rows": rows,
             "next_cursor": encode_cursor(q, last) if more else None,
             "from": _iso(q.start, q.tz), "to": _iso(q.end, q.tz), "tz": q.tz.key}
 

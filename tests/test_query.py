@@ -1,0 +1,424 @@
+"""The read layer on real chdb: filters, keyset pages, CSV dumps, isolation, injection, tz and lang.
+
+Everything lives in a scratch database of the run's engine (the `ch` fixture's client), so the shared
+test database is untouched. The scenario tables are filled by the real Pipeline from the story.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import csv
+import io
+import json
+from datetime import datetime, timedelta, timezone
+
+import orjson
+import pytest
+
+from autologs import migrate
+from autologs.clickhouse import ClickHouse
+from autologs.config import Settings
+from processors.pipeline import Pipeline
+from processors.scenarios import SCENARIO_LOG_COLUMNS
+from processors.validate import RawMessage
+from query import csv_export, views
+from query.csv_export import csv_chunks, escape_cell, export_csv
+from query.views import QueryError
+from schemas.events import EVENT_ADAPTER, EVENT_TYPES
+from schemas.messages import CATALOGUE, EXIT_REASONS, LANGUAGES, render, sql_render_expression
+from schemas.rows import EVENT_LOG_COLUMNS, Source, event_log_row
+from tests import story
+from tests.examples import example, keyed
+
+A, B = "acct-qa", "acct-qb"
+RANGE = {"from": "2026-11-19", "to": "2026-11-21"}
+INJECTIONS = ["' OR 1=1 --", "x' OR '1'='1", "') OR ('1'='1", "{db}", "{account:String}", "\\", "\\'", "\\N",
+              "'; DROP TABLE event_log; --", "é\u2028ü\u0000", "%", "_", "*", "a\tb\nc", "1 OR 1=1"]
+
+
+def _events(account: str) -> list[dict]:
+    evs = [example(t, n, account=account) for n, t in enumerate(EVENT_TYPES)]
+    return evs + [
+        example("form", 30, account=account, form_name='=HYPERLINK("http://evil.example")'),
+        example("list_addition", 31, account=account, list_name="@SUM(1+1)"),
+        example("page", 32, account=account, page_title="+cmd", url="https://shop.example/plus"),
+        example("track", 33, account=account, event_name="-minus"),
+        example("form", 34, account=account, form_name='Line 1\nLine 2, "quoted"; tab\tend'),
+        example("form", 37, account=account, form_name="\tstarts with a tab"),
+        example("page", 35, account=account, occurred_at="2026-11-19T23:30:00+00:00", page_title="Paris day"),
+        example("page", 36, account=account, occurred_at="2026-11-20T23:30:00+00:00", page_title="Paris next day"),
+    ]
+
+
+def _rows(events: list[dict]) -> list[list]:
+    return [event_log_row(EVENT_ADAPTER.validate_python(e), Source("t", 0, i)) for i, e in enumerate(events)]
+
+
+async def _derive(db: ClickHouse, events: list[dict]) -> None:
+    """The story through the real pipeline (dict states, no dead letters expected)."""
+    async def no_dead_letters(items):
+        raise AssertionError(f"unexpected dead letters: {items}")
+
+    pipeline = Pipeline(Settings(scenario_idle_release_s=0.001), db, no_dead_letters, states={})
+    batch = [(RawMessage("events", 0, i, k, v, 0), i) for i, (k, v) in enumerate(map(keyed, events))]
+    await pipeline.handle(batch)
+    await asyncio.sleep(0.01)
+    await pipeline.release_idle()
+    assert len(pipeline.held) == 0
+
+
+@pytest.fixture(scope="module")
+def db(ch):
+    scratch = ClickHouse(ch.settings, database=f"{ch.database}_query")
+    scratch.command("DROP DATABASE IF EXISTS {db}")
+    migrate.migrate(scratch)
+    scratch.insert("event_log", _rows(_events(A)) + _rows(_events(B)), EVENT_LOG_COLUMNS)
+    asyncio.run(_derive(scratch, story.phase_one()))
+    asyncio.run(_derive(scratch, [dict(e, account_id="acct-story-b") for e in story.phase_one()]))
+    yield scratch
+    scratch.command("DROP DATABASE IF EXISTS {db}")
+    scratch.close()
+
+
+def all_rows(db, view: str, account: str, params: dict, limit: int = 7) -> list[dict]:
+    """Every row through every page (a small page size, so the cursor is exercised)."""
+    out, cursor = [], None
+    while True:
+        p = views.page(db, view, account, {**params, "limit": str(limit), **({"cursor": cursor} if cursor else {})})
+        assert len(p["rows"]) <= limit
+        out += p["rows"]
+        cursor = p["next_cursor"]
+        if cursor is None:
+            return out
+
+
+def ids(db, view: str, account: str, params: dict) -> set[str]:
+    rows = all_rows(db, view, account, params)
+    assert len(rows) == len({r["id"] for r in rows}), "a row came twice"
+    return {r["id"] for r in rows}
+
+
+# ---- rendering --------------------------------------------------------------------------------------------
+
+def test_sql_rendering_equals_python_render_for_every_code(db):
+    odd = ["It's \\ \"q\" {step} {name}", " padded\u3000 \n", "", "é\u2028ü", "1"]
+    params = [None, {}, {"name": None, "step": None, "url": None}, {"name": 7, "step": True, "url": 1.5}]
+    for value in odd:
+        params.append({k: value for k in ("name", "step", "url", "action", "wait_for", "wait_until", "reason")})
+    params += [{"reason": r} for r in [*EXIT_REASONS, "not_a_reason"]]
+    rows = []
+    for code in [*CATALOGUE, "unknown_code"]:
+        for n, p in enumerate(params):
+            rows.append(["acct-render", "sc", "S", datetime(2026, 11, 20, tzinfo=timezone.utc), 0, "", "", "", "", code,
+                         code, "" if p is None else orjson.dumps(p).decode(), "automation", f"{code}-{n}", "t", 0, n])
+    db.insert("scenario_log", rows, SCENARIO_LOG_COLUMNS)
+    exprs = ", ".join(sql_render_expression("message_code", "message_params", lang) for lang in LANGUAGES)
+    got = db.rows(f"SELECT message_code, message_params, {exprs} FROM {{db}}.scenario_log FINAL "
+                  "WHERE account_id = 'acct-render'")
+    assert len(got) == len(rows)
+    for code, p, *rendered in got:
+        assert rendered == [render(code, p, lang) for lang in LANGUAGES], (code, p)
+
+
+# ---- filters ------------------------------------------------------------------------------------------------
+
+def _event_cases():
+    cols = [dict(zip(EVENT_LOG_COLUMNS, r)) for r in _rows(_events(A))]
+    in_range = [c for c in cols if c["occurred_at"] < datetime(2026, 11, 22, tzinfo=timezone.utc)]
+
+    def where(pred):
+        return {c["event_id"] for c in in_range if pred(c)}
+
+    return [
+        ("email", "contact3@example.com", where(lambda c: c["email"] == "contact3@example.com")),
+        ("email", "CONTACT3@Example.com", where(lambda c: c["email"] == "contact3@example.com")),
+        ("contact_id", "1005", where(lambda c: c["contact_id"] == 1005)),
+        ("event_type", "form", where(lambda c: c["event_type"] == "form")),
+        ("event_name", "order_created", where(lambda c: c["event_name"] == "order_created")),
+        ("name", "newsletter", where(lambda c: "newsletter" in c["source_name"].lower())),
+        ("ip", "203.0.113.7", where(lambda c: c["ip"] == "203.0.113.7")),
+        ("ip", "internal", where(lambda c: c["ip"] == "")),
+        ("message_id", "<r1@relay.example>", where(lambda c: c["message_id"] == "<r1@relay.example>")),
+        ("template_id", "12", where(lambda c: c["template_id"] == 12)),
+        ("campaign_id", "501", where(lambda c: c["campaign_id"] == 501)),
+        ("scenario", "sc-1", where(lambda c: c["automation_id"] == "sc-1")),
+    ]
+
+
+def test_every_event_filter_narrows_to_exactly_the_expected_rows(db):
+    cases = _event_cases()
+    assert {name for name, _, _ in cases} == set(views.FILTERS["events"])
+    everything = ids(db, "events", A, RANGE)
+    assert len(everything) == len(_events(A))
+    for name, value, expected in cases:
+        assert expected and expected != everything, name
+        assert ids(db, "events", A, RANGE | {name: value}) == expected, (name, value)
+    both = ids(db, "events", A, RANGE | {"event_type": "page", "ip": "internal"})
+    assert both == {i for i in ids(db, "events", A, RANGE | {"ip": "internal"}) if i.startswith("ex-page-")}
+
+
+PHASE_ONE = [e for e in story.EXPECTED_SCENARIO_LOG if e[9] not in ("removal", "story-20", "story-21")]
+
+
+def _scenario_ids(pred) -> set[str]:
+    return {f"{e[0]}|{e[9]}" for e in PHASE_ONE if pred(e)}
+
+
+def test_every_scenario_filter_narrows_to_exactly_the_expected_rows(db):
+    cases = [
+        ("email", story.ANN, _scenario_ids(lambda e: e[2] == story.ANN)),
+        ("contact_id", str(story.IDS[story.CAT]), _scenario_ids(lambda e: e[2] == story.CAT)),
+        ("scenario", "sc-cart", _scenario_ids(lambda e: e[0] == "sc-cart")),
+        ("step", "s2", _scenario_ids(lambda e: e[3] == "s2")),
+        ("type", "form", _scenario_ids(lambda e: e[6] == "form")),
+        ("workflow_point", "exited", _scenario_ids(lambda e: e[5] == "exited")),
+    ]
+    assert {name for name, _, _ in cases} == set(views.FILTERS["scenarios"])
+    assert ids(db, "scenarios", story.ACCOUNT, RANGE) == _scenario_ids(lambda e: True)
+    for name, value, expected in cases:
+        assert expected, name
+        assert ids(db, "scenarios", story.ACCOUNT, RANGE | {name: value}) == expected, (name, value)
+
+
+def test_every_contact_filter_narrows_to_exactly_the_expected_rows(db):
+    ann, bob, cat = "sc-welcome|" + story.ANN, "sc-welcome|" + story.BOB, "sc-cart|" + story.CAT
+    cases = [
+        ("status", "all", {ann, bob, cat}), ("status", "exited", {ann}), ("status", "waiting", {bob}),
+        ("status", "active, exited", {ann, cat}),
+        ("email", story.CAT, {cat}), ("contact_id", str(story.IDS[story.BOB]), {bob}),
+        ("scenario", "sc-welcome", {bob}), ("step", "c2", {cat}),
+    ]
+    assert {name for name, _, _ in cases} == set(views.FILTERS["contacts"])
+    # Default: contacts in scenarios (active or waiting), whenever they entered; Cat's older versions
+    # (started, exited) never show: FINAL keeps the latest.
+    page = views.page(db, "contacts", story.ACCOUNT, {})
+    assert [r["id"] for r in page["rows"]] == [cat, bob] and page["from"] is None and page["to"] is None
+    for name, value, expected in cases:
+        assert ids(db, "contacts", story.ACCOUNT, {name: value}) == expected, (name, value)
+    assert ids(db, "contacts", story.ACCOUNT, {"status": "all", "from": "2026-11-20T10:01:00Z"}) == {cat}
+    row = page["rows"][0]
+    assert row == {"id": cat, "email": story.CAT, "contact_id": "13", "scenario": "Abandoned cart", "step": "c2",
+                   "status": "active", "entered_at": "2026-11-20T10:02:00.000+00:00"}
+
+
+# ---- pagination ---------------------------------------------------------------------------------------------
+
+def _at(account: str, n: int, t: datetime, **over) -> dict:
+    return example("page", n, account=account, occurred_at=t.isoformat(), event_id=f"p-{n:04d}", **over)
+
+
+def test_pages_give_each_row_once_while_new_rows_arrive(db):
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    # 3 rows per second: ties on the date are broken by event_id.
+    first = [_at("acct-pages", n, now - timedelta(minutes=5, seconds=n // 3)) for n in range(250)]
+    db.insert("event_log", _rows(first), EVENT_LOG_COLUMNS)
+    seen, cursor, extra = [], None, 1000
+    for step in range(100):
+        params = {"limit": "40", **({"cursor": cursor} if cursor else {})}
+        p = views.page(db, "events", "acct-pages", params)  # default range: the last 7 days, pinned by the cursor
+        seen += p["rows"]
+        # Between requests: newer rows, a re-delivery of rows already seen, and of rows still to come.
+        newer = [_at("acct-pages", extra + k, now - timedelta(minutes=1) + timedelta(milliseconds=step))
+                 for k in range(5)]
+        extra += 5
+        db.insert("event_log", _rows(newer + first[:3] + first[200:203]), EVENT_LOG_COLUMNS)
+        cursor = p["next_cursor"]
+        if cursor is None:
+            break
+    assert [r["id"] for r in seen] == [e["event_id"] for e in
+                                       sorted(first, key=lambda e: (e["occurred_at"], e["event_id"]), reverse=True)]
+    dates = [(r["date"], r["id"]) for r in seen]
+    assert dates == sorted(dates, reverse=True) and len(set(dates)) == len(dates)
+    # A fresh first page sees the new rows.
+    assert views.page(db, "events", "acct-pages", {"limit": "1"})["rows"][0]["id"] == f"p-{extra - 1:04d}"
+
+
+def test_scenario_and_contact_pages_match_one_big_page(db):
+    for view, params in (("scenarios", RANGE), ("contacts", {"status": "all"})):
+        whole = views.page(db, view, story.ACCOUNT, params | {"limit": "1000"})
+        assert whole["next_cursor"] is None
+        assert all_rows(db, view, story.ACCOUNT, params, limit=2) == whole["rows"]
+
+
+# ---- CSV -----------------------------------------------------------------------------------------------------
+
+def _read_csv(data: bytes) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(data.decode("utf-8"), newline="")))
+
+
+@pytest.mark.parametrize("view,account,params", [
+    ("events", A, RANGE | {"lang": "fr", "tz": "America/St_Johns"}),
+    ("scenarios", story.ACCOUNT, RANGE | {"lang": "fr", "tz": "Europe/Paris"}),
+    ("contacts", story.ACCOUNT, {"status": "all"}),
+])
+@pytest.mark.parametrize("chunk_rows", [50_000, 3])
+def test_a_csv_dump_equals_the_view(db, monkeypatch, view, account, params, chunk_rows):
+    monkeypatch.setattr(csv_export, "CHUNK_ROWS", chunk_rows)
+    monkeypatch.setattr(csv_export, "CHUNKS_PER_SCAN", 2)
+    page = views.page(db, view, account, params | {"limit": "1000"})
+    out = io.BytesIO()
+    progress = []
+    written = export_csv(db, view, account, params | {"limit": "2", "cursor": "ignored"}, out, progress.append)
+    table = _read_csv(out.getvalue())
+    header, data = table[0], table[1:]
+    assert header == [c for c in page["columns"] if c != "id"]
+    assert data == [[escape_cell(row[c]) for c in header] for row in page["rows"]]
+    assert written == sum(progress) == len(page["rows"]) > 0
+    assert out.getvalue() == b"".join(csv_chunks(db, view, account, params))
+    assert out.getvalue().count(b"\r\n") >= len(data) + 1  # RFC 4180 line ends
+
+
+def test_csv_cells_are_quoted_and_protected_against_formulas(db):
+    data = b"".join(csv_chunks(db, "events", A, RANGE | {"event_type": "form"}))
+    names = [r[2] for r in _read_csv(data)[1:]]
+    assert "'=HYPERLINK(\"http://evil.example\")" in names
+    assert 'Line 1\nLine 2, "quoted"; tab\tend' in names  # newline, quote, comma and tab survive
+    by_name = {r[2]: r for r in _read_csv(b"".join(csv_chunks(db, "events", A, RANGE)))[1:]}
+    assert {"'@SUM(1+1)", "'+cmd", "'-minus", "'\tstarts with a tab"} <= set(by_name)
+    assert csv_export.count_records(data) == len(names) + 1  # and the header
+    assert escape_cell("\tx") == "'\tx" and escape_cell("\rx") == "'\rx" and escape_cell("a=b") == "a=b"
+
+
+def test_csv_checks_parameters_at_the_first_chunk_and_an_empty_account_gets_a_header(db):
+    chunks = csv_chunks(db, "events", A, {"emial": "x"})
+    with pytest.raises(QueryError, match="emial"):
+        next(chunks)
+    assert _read_csv(b"".join(csv_chunks(db, "events", "acct-nobody", {}))) == [list(views.COLUMNS["events"][1:])]
+
+
+# ---- isolation and injection ---------------------------------------------------------------------------------
+
+def test_another_account_gets_nothing_of_this_one(db):
+    a, b = ids(db, "events", A, RANGE), ids(db, "events", B, RANGE)
+    assert a == b  # same event ids in both accounts...
+    assert views.detail(db, "events", B, "ex-form-4")["account_id"] == B  # ...each sees its own copy
+    assert views.page(db, "events", "acct-nobody", RANGE)["rows"] == []
+    assert views.detail(db, "events", "acct-nobody", "ex-form-4") is None
+    assert views.detail(db, "scenarios", "acct-story-b", f"sc-welcome|story-01")["account_id"] == "acct-story-b"
+    assert views.detail(db, "contacts", "acct-nobody", f"sc-welcome|{story.BOB}") is None
+    assert ids(db, "scenarios", "acct-nobody", RANGE) == set() == ids(db, "contacts", "acct-nobody", {"status": "all"})
+    assert all(r["user_email"] for r in views.page(db, "scenarios", "acct-story-b", RANGE)["rows"])
+
+
+@pytest.mark.parametrize("view", views.VIEWS)
+def test_injection_attempts_return_an_error_or_nothing(db, view):
+    account = A if view == "events" else story.ACCOUNT
+    before = db.rows("SELECT count() FROM {db}.event_log FINAL")
+    for name in views.FILTERS[view]:
+        for payload in INJECTIONS:
+            try:
+                rows = views.page(db, view, account, RANGE | {name: payload})["rows"]
+            except QueryError:
+                continue
+            if name == "name":  # "contains": only names that literally hold the payload
+                assert all(payload.lower() in r["name"].lower() for r in rows), payload
+            else:
+                assert rows == [], (name, payload)
+    for name in ("from", "to", "tz", "lang", "limit", "cursor"):
+        for payload in INJECTIONS:
+            with pytest.raises(QueryError):
+                views.page(db, view, account, {name: payload} | ({"from": "2026-11-19"} if name == "to" else {}))
+    for payload in INJECTIONS + ["x|' OR 1=1 --", "|", "sc-welcome|' OR '1'='1"]:
+        try:
+            assert views.detail(db, view, account, payload) is None
+        except QueryError:
+            pass
+        assert views.page(db, view, payload, RANGE)["rows"] == []
+    assert db.rows("SELECT count() FROM {db}.event_log FINAL") == before
+
+
+# ---- tz, lang, detail, errors -------------------------------------------------------------------------------
+
+def test_tz_moves_the_bounds_and_the_displayed_dates(db):
+    day = {"from": "2026-11-20", "to": "2026-11-20"}
+    utc = views.page(db, "events", A, day | {"limit": "1000"})
+    paris = views.page(db, "events", A, day | {"tz": "Europe/Paris", "limit": "1000"})
+    assert "ex-page-35" in {r["id"] for r in paris["rows"]} - {r["id"] for r in utc["rows"]}  # 00:30 in Paris
+    assert "ex-page-36" in {r["id"] for r in utc["rows"]} - {r["id"] for r in paris["rows"]}  # 00:30 next day
+    assert (paris["from"], paris["to"], paris["tz"]) == ("2026-11-20T00:00:00.000+01:00",
+                                                         "2026-11-20T23:59:59.999+01:00", "Europe/Paris")
+    row = next(r for r in paris["rows"] if r["id"] == "ex-track-0")
+    assert row["date"] == "2026-11-20T10:00:00.000+01:00"
+    assert next(r for r in utc["rows"] if r["id"] == "ex-track-0")["date"] == "2026-11-20T09:00:00.000+00:00"
+    johns = views.page(db, "events", A, {"from": "2026-11-20T05:30:00", "to": "2026-11-20T05:30:00.999",
+                                         "tz": "America/St_Johns"})
+    assert [(r["id"], r["date"]) for r in johns["rows"]] == [("ex-track-0", "2026-11-20T05:30:00.000-03:30")]
+    offset = views.page(db, "events", A, {"from": "2026-11-20T10:00:00+01:00", "to": "2026-11-20T09:00:00.5Z"})
+    assert views.page(db, "events", A, {"from": "20261120", "to": "20261120"})["to"] == "2026-11-20T23:59:59.999+00:00"
+    assert [r["id"] for r in offset["rows"]] == ["ex-track-0"]
+
+
+def test_lang_renders_messages_and_internal_requests(db):
+    en = views.page(db, "scenarios", story.ACCOUNT, RANGE | {"email": story.ANN, "limit": "100"})["rows"]
+    fr = views.page(db, "scenarios", story.ACCOUNT, RANGE | {"email": story.ANN, "lang": "fr", "limit": "100"})["rows"]
+    assert en[0]["message"] == "Contact left the scenario (goal reached)" and en[0]["workflow_points"] == "exited"
+    assert fr[0]["message"] == "Le contact a quitté le scénario (objectif atteint)"
+    assert fr[0]["workflow_points"] == "quitté"
+    assert "A soumis le formulaire Newsletter" in {r["message"] for r in fr}
+    assert {r["ip"] for r in views.page(db, "events", A, RANGE | {"ip": "internal", "lang": "fr"})["rows"]} == {
+        "requête interne"}
+    assert {r["ip"] for r in views.page(db, "events", A, RANGE | {"ip": "internal"})["rows"]} == {"internal request"}
+
+
+def test_detail_returns_every_column_of_the_line(db):
+    def columns(table):
+        return {r[0] for r in db.rows("SELECT name FROM system.columns WHERE database = {d:String} "
+                                      "AND table = {t:String}", {"d": db.database, "t": table})}
+
+    ev = views.detail(db, "events", A, "ex-track-0", tz="Europe/Paris")
+    assert columns("event_log") <= set(ev) and ev["properties"] == {"order_id": "o-1", "total": 42.5}
+    assert ev["occurred_at"] == "2026-11-20T10:00:00.000+01:00" and ev["account_id"] == A
+    assert views.detail(db, "events", A, "ex-automation_exited-17")["details"]["reason"] == "goal_reached"
+    sc = views.detail(db, "scenarios", story.ACCOUNT, "sc-welcome|story-08", lang="fr")
+    assert columns("scenario_log") <= set(sc) and sc["message"] == "Le contact a quitté le scénario (objectif atteint)"
+    assert sc["message_params"] == {"reason": "goal_reached"}
+    co = views.detail(db, "contacts", story.ACCOUNT, f"sc-welcome|{story.BOB}")
+    assert columns("enrollment_state") <= set(co) and co["status"] == "waiting" and co["step_id"] == "s2"
+    assert views.detail(db, "events", A, "no-such-event") is None
+
+
+def _cursor(db, params: dict) -> str:
+    return views.page(db, "events", A, params | {"limit": "1"})["next_cursor"]
+
+
+@pytest.mark.parametrize("params,words", [
+    ({"from": "yesterday-ish"}, "from"),
+    ({"from": "2026-11-21", "to": "2026-11-19"}, "from"),
+    ({"to": "2026-13-45"}, "to"),
+    ({"from": "1066-10-14"}, "from"),
+    ({"limit": "5000"}, "limit"), ({"limit": "0"}, "limit"), ({"limit": "ten"}, "limit"),
+    ({"emial": "x@example.com"}, "did you mean 'email'"),
+    ({"cursor": "bm90IGEgY3Vyc29y"}, "cursor"),
+    ({"tz": "Mars/Olympus"}, "tz"), ({"tz": "../../etc/passwd"}, "tz"),
+    ({"lang": "de"}, "lang"),
+    ({"event_type": "nope"}, "event_type"), ({"contact_id": "-1"}, "contact_id"),
+    ({"template_id": "99999999999999999999999"}, "template_id"),
+])
+def test_bad_parameters_raise_a_clear_query_error(db, params, words):
+    with pytest.raises(QueryError, match=words.replace("(", r"\(")):
+        views.page(db, "events", A, params)
+
+
+def test_a_cursor_only_works_for_its_view_and_filters(db):
+    cursor = _cursor(db, RANGE)
+    assert views.page(db, "events", A, RANGE | {"cursor": cursor, "limit": "1", "lang": "fr"})["rows"]
+    for view, account, params in (("events", A, RANGE | {"email": "contact1@example.com"}),
+                                  ("events", A, {"from": "2026-11-18", "to": "2026-11-21"}),
+                                  ("events", B, RANGE), ("scenarios", story.ACCOUNT, RANGE)):
+        with pytest.raises(QueryError, match="cursor"):
+            views.page(db, view, account, params | {"cursor": cursor})
+    key, bounds, check = json.loads(base64.urlsafe_b64decode(cursor + "=="))
+    for forged in ([[key[0] + 1, key[1]], bounds, check], [key, [0, bounds[1]], check], [["x", "y"], bounds, check]):
+        raw = base64.urlsafe_b64encode(json.dumps(forged).encode()).decode()
+        with pytest.raises(QueryError, match="cursor"):
+            views.page(db, "events", A, RANGE | {"cursor": raw})
+    with pytest.raises(QueryError, match="status"):
+        views.page(db, "contacts", A, {"status": "gone"})
+    with pytest.raises(QueryError, match="workflow_point"):
+        views.page(db, "scenarios", A, {"workflow_point": "x"})
+    with pytest.raises(QueryError, match="unknown view"):
+        views.page(db, "accounts", A, {})
+    with pytest.raises(QueryError, match="account"):
+        views.page(db, "events", "", {})
+    with pytest.raises(QueryError, match="scenario_id"):
+        views.detail(db, "scenarios", A, "no-separator")
