@@ -275,7 +275,8 @@ def logs(view, account, date_from, date_to, tz, lang, filters, limit, cursor) ->
         _fail(str(exc))
     columns = [c for c in result["columns"] if c != "id"]
     click.echo(_table(columns, [[row.get(c) for c in columns] for row in result["rows"]], width=40))
-    click.echo(f"{len(result['rows'])} row(s) from {result['from']} to {result['to']} ({result['tz']})")
+    span = f" from {result['from']} to {result['to']}" if result.get("from") else " (any entry date)"
+    click.echo(f"{len(result['rows'])} row(s){span} ({result['tz']})")
     if result.get("next_cursor"):
         click.echo(f"next page: --cursor {result['next_cursor']}")
 

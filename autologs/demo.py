@@ -5,10 +5,11 @@ import asyncio
 import time
 
 import click
+import orjson
 
 from autologs import broker
 from autologs.config import Settings
-from autologs.processes import start_worker, worker_health, worker_query
+from autologs.processes import start_worker, worker_api, worker_health, worker_query
 from autologs.removal import remove_contacts
 from schemas.messages import render
 from streams.simulate import SimulationSpec, run_simulation
@@ -135,4 +136,37 @@ def run_demo(settings: Settings, contacts: int, seed: int) -> None:
             "FROM {db}.scenario_log FINAL WHERE workflow_point = 'manually_removed' AND email IN {e:Array(String)} "
             "ORDER BY email"), {"e": emails})
         click.echo(_table(columns[:5] + ["message (fr)"], [r[:5] + [render(r[5], r[6], "fr")] for r in rows], 50))
+    section("9. Reads: a page of each view, and a CSV dump of each (the API the worker serves)")
+    account = "acct-1"
+    for view in ("events", "scenarios", "contacts"):
+        with worker_api(settings, view, {"account": account, "limit": "5", "lang": "fr", "from": "2000-01-01"}) as r:
+            page = orjson.loads(r.read())
+        columns = [c for c in page["columns"] if c != "id"][:7]
+        click.echo(f"  autologs logs {view} --account {account} --lang fr --limit 5")
+        click.echo(_table(columns, [[row.get(c) for c in columns] for row in page["rows"]], width=32))
+        target = settings.data_dir.resolve() / f"demo-{view}.csv"
+        with worker_api(settings, f"{view}.csv", {"account": account, "lang": "fr", "from": "2000-01-01"}) as r, \
+                open(target, "wb") as out:
+            while chunk := r.read(1 << 20):
+                out.write(chunk)
+        with open(target, "rb") as fh:
+            rows = sum(1 for _ in fh) - 1
+        click.echo(f"  CSV dump: {target} ({rows} rows)\n")
+    key = _api_key(settings, account)
+    click.echo(f"  API key for {account} (shown once): {key}")
+    click.echo(f"  curl -H 'Authorization: Bearer {key}' "
+               f"'http://127.0.0.1:{settings.web_port}/api/v1/events?email=...&limit=50'")
     click.echo("\nThe broker and the worker keep running; `make stop` stops them.")
+
+
+def _api_key(settings: Settings, account: str) -> str:
+    import json
+    import urllib.request
+
+    from autologs.admin import HEADER, read_admin_key
+
+    req = urllib.request.Request(f"http://127.0.0.1:{settings.web_port}/admin/keys", method="POST",
+                                 data=json.dumps({"account": account, "label": "demo"}).encode(),
+                                 headers={HEADER: read_admin_key(settings) or ""})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())["key"]

@@ -132,7 +132,8 @@ FROM (SELECT number, {_contact('number', 26, contacts)} AS {c}, {_pick(_SC_TYPES
 
 def enrollment_select(first: int, count: int, contacts: int = CONTACTS, days: int = DAYS, distinct: int = 0) -> str:
     """Rows [0, distinct) are distinct enrollments (contact j-th scenario); later rows are newer versions
-    (a step moved, an exit, a removal) of enrollments drawn among those: FINAL keeps the latest."""
+    (a step moved, an exit, a removal) of distinct enrollments among those: FINAL keeps the latest.
+    Insert the two ranges apart (a ReplacingMergeTree collapses versions inside one inserted block)."""
     c, k = "c", "k"
     upd = f"number >= {distinct}"
     return f"""
@@ -148,7 +149,7 @@ SELECT {account_sql(c)} AS account_id,
   toUInt64(toUnixTimestamp64Milli(updated_at)) * 1000 + number % 1000 AS version
 FROM (SELECT number, {k}, {k} % {contacts} AS {c}, (intDiv({k}, {contacts}) * 7 + {c}) % {SCENARIOS_PER_ACCOUNT} AS s,
              {_pick(_STATUSES, 'cityHash64(number, 37)')} AS st
-      FROM (SELECT number, if({upd}, cityHash64(number, 38) % {max(distinct, 1)}, number) AS {k}
+      FROM (SELECT number, if({upd}, (number - {distinct}) * 1000003 % {max(distinct, 1)}, number) AS {k}
             FROM numbers({first}, {count})))"""
 
 

@@ -42,7 +42,7 @@ class AdminSql(View):
         try:
             result = await ch.run(lambda: ch.query(query, params, settings={"readonly": 2}))
         except Exception as exc:
-            return self.json({"error": f"query failed: {exc}"}, status=400)
+            return self.json({"error": str(exc)}, status=400)
         payload = orjson.dumps({"columns": list(result.column_names), "rows": result.result_rows}, default=str)
         return self.bytes(payload, content_type="application/json")
 

@@ -300,3 +300,23 @@ def test_the_runner_splits_on_statement_ends_only(tmp_path, text, count):
     assert len(statements) == count
     assert all(st.startswith("CREATE") and not st.endswith(";") for st in statements)
     assert ddl_file_problems(tmp_path) == []
+
+
+def test_analyst_views_render_messages_as_the_catalogue_does(ch):
+    """The view's message expressions were generated from the catalogue: a catalogue change needs a new file."""
+    from autologs.migrate import DDL_DIR
+    from schemas.messages import render, sql_render_expression
+
+    text = (DDL_DIR / "0005_analyst_views.sql").read_text()
+    for lang in ("en", "fr"):
+        assert sql_render_expression("message_code", "message_params", lang) in text, lang
+    account = f"views-{uuid.uuid4().hex[:6]}"
+    ch.command("INSERT INTO {db}.scenario_log (account_id, scenario_id, occurred_at, email, type, message_code, "
+               "message_params) VALUES ({a:String}, 'sc', now64(3), 'a@example.com', 'automation_exited', "
+               "'automation_exited', '{\"reason\":\"goal_reached\"}')", {"a": account})
+    [(en, fr)] = ch.rows("SELECT message_en, message_fr FROM {db}.v_scenario_log WHERE account_id = {a:String}",
+                         {"a": account})
+    assert (en, fr) == (render("automation_exited", '{"reason":"goal_reached"}', "en"),
+                        render("automation_exited", '{"reason":"goal_reached"}', "fr"))
+    [(ip,)] = ch.rows("SELECT count() FROM {db}.v_contacts_in_scenarios WHERE account_id = {a:String}", {"a": account})
+    assert ip == 0
