@@ -3,12 +3,28 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from pathlib import Path
 
 BENCH_DB = "bench"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def bench_env(data_dir: Path, prefix: str, port: int, **extra: str) -> dict[str, str]:
@@ -72,3 +88,88 @@ def count_rows(env: dict[str, str], timeout: float = 180) -> int:
     if out.returncode != 0:
         raise RuntimeError(f"autologs sql failed: {out.stderr.decode()[-2000:]}")
     return int(json.loads(out.stdout.splitlines()[-1])["n"])
+
+
+# --- one consumer process ----------------------------------------------------------------------------
+class Proc:
+    """A benchmarked process: its Popen, how to read its rows-written counter, how to stop it."""
+
+    def __init__(self, name: str, cmd: list[str], env: dict[str, str], data_dir: Path, group: str,
+                 health_port: int | None = None):
+        self.name, self.cmd, self.env, self.data_dir, self.group = name, cmd, env, data_dir, group
+        self.health_port = health_port
+        self.rows = 0
+        self.log_path = data_dir / f"{name}.log"
+        self.proc: subprocess.Popen | None = None
+        self._reader: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        err = open(self.log_path, "ab")
+        if self.health_port is not None:  # the Faust worker: counters on /health
+            self.proc = subprocess.Popen(self.cmd, env=self.env, stdout=err, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, cwd=ROOT)
+        else:  # our loops: JSON lines on stdout
+            self.proc = subprocess.Popen(self.cmd, env=self.env, stdout=subprocess.PIPE, stderr=err,
+                                         stdin=subprocess.DEVNULL, cwd=ROOT)
+            self._reader = threading.Thread(target=self._read, daemon=True)
+            self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc and self.proc.stdout
+        for line in self.proc.stdout:
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            if "rows_written" in msg:
+                self.rows = max(self.rows, int(msg["rows_written"]))
+
+    def rows_written(self) -> int:
+        if self.health_port is None:
+            return self.rows
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/health", timeout=2) as r:
+                self.rows = int(json.loads(r.read()).get("rows_written", 0))
+        except Exception:
+            pass
+        return self.rows
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 60) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+
+    def log_tail(self, n: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:]
+        except FileNotFoundError:
+            return ""
+
+
+def run_child(name: str, module: str, args: list[str], env: dict[str, str], out: Path, timeout: float) -> dict:
+    """`python -m module args --out out` in its own process (its own chdb engine), its stderr passed through;
+    returns the JSON it wrote. Bounded by `timeout` (then killed)."""
+    log(f"{name}: python -m {module} {' '.join(args)}")
+    began = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", module, *args, "--out", str(out)], env=env, cwd=ROOT,
+                            stdin=subprocess.DEVNULL, stdout=sys.stderr, stderr=sys.stderr)
+    try:
+        code = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=30)
+        raise RuntimeError(f"{name}: no result after {timeout:.0f}s (killed)")
+    if code != 0:
+        raise RuntimeError(f"{name}: python -m {module} exited with {code}")
+    result = json.loads(out.read_text())
+    result["process_s"] = round(time.monotonic() - began, 1)
+    return result

@@ -8,8 +8,8 @@ scratch database of the process's chdb. Everything is deterministic (cityHash64 
 - event_log: N rows over `DAYS` days from `START`, the simulate mix of event types (pages, campaign opens,
   custom events, clicks, forms, automation events...), public IPs on 70 %, urls, names, properties;
 - scenario_log: rows of 20 scenarios per account (steps, workflow points, real message codes);
-- enrollment_state: 80 % distinct enrollments (each contact in 8 of its account's 20 scenarios at 1M
-  rows), then 20 % newer versions of some of them, inserted apart (FINAL has versions to collapse).
+- enrollment_state: M distinct enrollments (at 1M: each contact in 10 of its account's 20 scenarios),
+  then newer versions of some of them in another insert (FINAL has versions to collapse until merged).
 
 Inserted in blocks of `BLOCK` rows (one INSERT each), so memory stays bounded whatever N.
 """

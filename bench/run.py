@@ -1,8 +1,10 @@
-"""Ingest benchmark: the Faust worker end to end, against a plain aiokafka loop and a quixstreams app.
+"""The benchmarks: ingest (Faust worker vs a raw aiokafka loop vs quixstreams), freshness, replay, reads, CSV.
 
-    python -m bench.run [--smoke] [--events N] [--only faust,raw,quix] [--profile]
-                        [--variant NAME:MODULE[:K=V,K=V]] [--worker-env K=V]
+    python -m bench.run [--smoke] [--events N] [--only faust,raw,quix,freshness,replay,reads,csv] [--profile]
+                        [--read-rows N1,N2] [--pages P] [--csv-rows R] [--freshness-rate R] [--freshness-seconds S]
+                        [--variant NAME:MODULE[:K=V,K=V]] [--worker-env K=V] [--tree REV|PATH] [--out FILE]
 
+Ingest (faust, raw, quix, variants):
 1. N events of the realistic simulate mix are produced FIRST to a fresh topic prefix (not timed).
 2. Each consumer runs in its own process, with its own chdb data dir under /tmp and its own consumer
    group on that same topic: `autologs worker` (group <prefix>-worker), bench.raw_loop (<prefix>-raw),
@@ -10,8 +12,16 @@
 3. Timed from the first row written (the process's counters, polled every 0.1 s) until the group's
    committed lag is 0; rate = rows written after that first moment / elapsed time.
 4. The process is stopped and `SELECT count() FROM {db}.event_log FINAL` must equal N.
-Writes bench/results/latest.json (and a timestamped copy) and prints a table. Temporary data dirs
-and the benchmark's topics are removed at the end; every wait is bounded.
+freshness (bench/freshness.py): a fresh worker, events paced at half the Faust worker's rate of this run,
+   produce time (properties.sent_ms) to ingested_at, p50/p99 in SQL.
+replay (bench/replay_bench.py): a full default replay of the ingest topics, in its own process.
+reads (bench/reads.py): pages through query.views.page on synthetic tables of 1M and 10M rows, in their
+   own processes; csv (bench/csv_bench.py): export_csv of a 1M-row range of the 10M table.
+Writes bench/results/latest.json for a complete run (results/partial.json for --smoke / --only, so that
+latest.json and the README keep the last complete run), a timestamped copy, and prints the table that
+bench/report.py renders; a complete run also replaces the README block between <!-- bench:start --> and
+<!-- bench:end --> when both markers exist. Temporary data dirs and the benchmark's topics are removed
+at the end; every wait is bounded.
 """
 from __future__ import annotations
 
@@ -25,30 +35,14 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench.common import BENCH_DB, LagProbe, bench_env, count_rows
+from bench.common import LagProbe, Proc, bench_env, count_rows, free_port, log, run_child
 
 RESULTS = Path(os.environ.get("BENCH_RESULTS_DIR") or Path(__file__).resolve().parent / "results")
 ROOT = Path(__file__).resolve().parents[1]
-NULL_KEYS = ("freshness_p99_s", "page_ms_p50_10m", "contacts_page_ms_p50_1m", "csv_rows_per_s",
-             "csv_rss_growth_mb", "replay_events_per_s")
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- producing ---------------------------------------------------------------------------------------
@@ -75,71 +69,6 @@ def produce(prefix: str, n: int, data_dir: Path) -> dict:
     took = time.monotonic() - began
     log(f"produced {sent:,} events in {took:.1f}s")
     return {"events": sent, "seconds": round(took, 2)}
-
-
-# --- one consumer process ----------------------------------------------------------------------------
-class Proc:
-    """A benchmarked process: its Popen, how to read its rows-written counter, how to stop it."""
-
-    def __init__(self, name: str, cmd: list[str], env: dict[str, str], data_dir: Path, group: str,
-                 health_port: int | None = None):
-        self.name, self.cmd, self.env, self.data_dir, self.group = name, cmd, env, data_dir, group
-        self.health_port = health_port
-        self.rows = 0
-        self.log_path = data_dir / f"{name}.log"
-        self.proc: subprocess.Popen | None = None
-        self._reader: threading.Thread | None = None
-
-    def start(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        err = open(self.log_path, "ab")
-        if self.health_port is not None:  # the Faust worker: counters on /health
-            self.proc = subprocess.Popen(self.cmd, env=self.env, stdout=err, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, cwd=ROOT)
-        else:  # our loops: JSON lines on stdout
-            self.proc = subprocess.Popen(self.cmd, env=self.env, stdout=subprocess.PIPE, stderr=err,
-                                         stdin=subprocess.DEVNULL, cwd=ROOT)
-            self._reader = threading.Thread(target=self._read, daemon=True)
-            self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc and self.proc.stdout
-        for line in self.proc.stdout:
-            try:
-                msg = json.loads(line)
-            except ValueError:
-                continue
-            if "rows_written" in msg:
-                self.rows = max(self.rows, int(msg["rows_written"]))
-
-    def rows_written(self) -> int:
-        if self.health_port is None:
-            return self.rows
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/health", timeout=2) as r:
-                self.rows = int(json.loads(r.read()).get("rows_written", 0))
-        except Exception:
-            pass
-        return self.rows
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self, timeout: float = 60) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=30)
-
-    def log_tail(self, n: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-n:]
-        except FileNotFoundError:
-            return ""
 
 
 async def measure(p: Proc, n: int, bootstrap: str, topic: str, timeout: float, profile_to: Path | None) -> dict:
@@ -269,7 +198,8 @@ def run_in_tree(tree: str, argv: list[str], out: str) -> dict:
         shutil.copytree(ROOT / "bench", tmp / "bench", ignore=shutil.ignore_patterns("results", "__pycache__"))
         src = tmp
         log(f"benchmarking git {tree} ({subprocess.run(['git', '-C', str(ROOT), 'rev-parse', '--short', tree], capture_output=True, text=True).stdout.strip()}) exported to {src}")
-    env = {**os.environ, "PYTHONPATH": str(src), "BENCH_RESULTS_DIR": str(RESULTS), "BENCH_TREE": tree}
+    env = {**os.environ, "PYTHONPATH": str(src), "BENCH_RESULTS_DIR": str(RESULTS), "BENCH_TREE": tree,
+           "BENCH_README": os.environ.get("BENCH_README") or str(ROOT / "README.md")}
     try:
         subprocess.run([sys.executable, "-m", "bench.run", *clean, "--out", out], cwd=src, env=env, check=True)
     finally:
@@ -283,29 +213,73 @@ def parse_env(pairs: str | list[str]) -> dict[str, str]:
     return dict(kv.split("=", 1) for kv in items if kv)
 
 
+PARTS = ("faust", "raw", "quix", "freshness", "replay", "reads", "csv")
+INGEST = ("faust", "raw", "quix")
+# Every figure of latest.json (bench/report.py holds their goals), null when not measured.
+FIXED_KEYS = ("ingest_events_per_s", "ingest_ratio_vs_raw", "ingest_ratio_vs_quixstreams", "freshness_p50_s",
+              "freshness_p99_s", "page_ms_p50_1m", "page_ms_p99_1m", "page_ms_p50_10m", "page_ms_p99_10m",
+              "contacts_page_ms_p50_1m", "csv_rows_per_s", "csv_rss_growth_mb", "replay_events_per_s")
+FULL = dict(read_rows=(1_000_000, 10_000_000), enrollments=1_000_000, pages=200, csv_rows=1_000_000,
+            freshness_s=45.0, warmup=500)
+SMOKE = dict(events=5_000, read_rows=(20_000, 100_000), enrollments=20_000, pages=20, csv_rows=20_000,
+             freshness_s=8.0, freshness_rate=500.0, warmup=100)
+
+
+def previous_ingest_rate() -> float | None:
+    try:
+        return json.loads((RESULTS / "latest.json").read_text()).get("ingest_events_per_s")
+    except (OSError, ValueError):
+        return None
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=1_000_000, help="events produced (default 1,000,000)")
-    ap.add_argument("--smoke", action="store_true", help="5,000 events: checks the harness end to end")
-    ap.add_argument("--only", default="faust,raw,quix", help="comma list among faust,raw,quix (default all)")
+    ap.add_argument("--smoke", action="store_true",
+                    help="tiny sizes (5,000 events, reads on 20k/100k rows, 8 s of freshness): checks the harness "
+                         "end to end in about 2 minutes; its figures mean nothing")
+    ap.add_argument("--only", default=",".join(PARTS),
+                    help=f"comma list among {','.join(PARTS)} (default all)")
+    ap.add_argument("--read-rows", default=None, metavar="N1,N2",
+                    help="sizes of the read benchmark (default 1000000,10000000: the keys *_1m and *_10m)")
+    ap.add_argument("--pages", type=int, default=None, help="timed event-log pages per size (default 200)")
+    ap.add_argument("--csv-rows", type=int, default=None, help="rows of the CSV dump (default 1,000,000)")
+    ap.add_argument("--freshness-rate", type=float, default=None,
+                    help="events/s of the freshness run (default: half the Faust worker's rate of this run, "
+                         "else of results/latest.json)")
+    ap.add_argument("--freshness-seconds", type=float, default=None, help="length of the paced run (default 45)")
     ap.add_argument("--profile", action="store_true",
                     help="attach py-spy to the Faust worker while timed (slows it: its rate is then not the headline)")
     ap.add_argument("--worker-env", action="append", default=[], metavar="K=V",
                     help="extra environment of every consumer (e.g. AUTOLOGS_SINK_MAX_ROWS=50000)")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME:MODULE[:K=V,K=V]",
                     help="also run bench.experiments.worker with BENCH_AGENTS_MODULE=MODULE ('-' = the project's)")
-    ap.add_argument("--out", default=str(RESULTS / "latest.json"))
+    ap.add_argument("--out", default=None,
+                    help="results file (default results/latest.json for a full run; results/partial.json for "
+                         "--smoke or --only: latest.json and the README keep the last full run)")
     ap.add_argument("--tree", default=None, metavar="REV|PATH",
                     help="benchmark another source tree: a git revision (e.g. HEAD, exported to /tmp with this "
                          "bench/ copied in) or a directory; default: this working tree")
     args = ap.parse_args(argv)
-    if args.tree:
-        return run_in_tree(args.tree, [a for a in (argv if argv is not None else sys.argv[1:])], args.out)
-    n = 5_000 if args.smoke else args.events
     only = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = sorted(set(only) - set(PARTS))
+    if unknown:
+        ap.error(f"--only: unknown part {unknown[0]!r}; parts: {', '.join(PARTS)}")
+    complete = set(only) == set(PARTS) and not args.smoke and not args.profile and not args.variant
+    out_path = Path(args.out) if args.out else RESULTS / ("latest.json" if complete else "partial.json")
+    if args.tree:
+        return run_in_tree(args.tree, [a for a in (argv if argv is not None else sys.argv[1:])], str(out_path))
+    sizes = {**FULL, **(SMOKE if args.smoke else {})}
+    n = sizes["events"] if args.smoke else args.events
+    read_rows = [int(x) for x in args.read_rows.split(",")] if args.read_rows else list(sizes["read_rows"])
+    pages = args.pages or sizes["pages"]
+    csv_rows = args.csv_rows or sizes["csv_rows"]
+    fresh_s = args.freshness_seconds or sizes["freshness_s"]
     RESULTS.mkdir(parents=True, exist_ok=True)
     info = machine_info()
+    began = time.monotonic()
+    timings: dict[str, float] = {}
     prefix = f"bench{int(time.time())}p{os.getpid()}"
     tmp = Path(tempfile.mkdtemp(prefix="autologs-bench-"))
     extra = parse_env(args.worker_env)
@@ -313,16 +287,35 @@ def main(argv: list[str] | None = None) -> dict:
     bootstrap = os.environ["AUTOLOGS_KAFKA_BOOTSTRAP"]
     topic = f"{prefix}.events"
     results: dict = {}
+    parts: dict = {}
     procs: list[Proc] = []
+    production = None
+
+    def timed(name: str, fn, *a, **kw):
+        """One part: its time recorded; a failure is recorded and the run goes on."""
+        t0 = time.monotonic()
+        try:
+            parts[name] = fn(*a, **kw)
+        except Exception as exc:
+            log(f"{name} failed: {exc}")
+            parts[name] = {"error": str(exc)[-2000:]}
+        timings[name] = round(time.monotonic() - t0, 1)
+        return parts[name]
+
     try:
-        log(f"N = {n:,}, topic prefix {prefix}, temp dir {tmp}, {info['nproc']} cpus, load {info['loadavg_at_start']}")
-        production = produce(prefix, n, tmp / "producer")
+        log(f"parts {','.join(only)}; N = {n:,}, reads on {read_rows}, topic prefix {prefix}, temp dir {tmp}, "
+            f"{info['nproc']} cpus, load {info['loadavg_at_start']}")
+        if any(p in only for p in (*INGEST, "replay")) or args.variant:
+            t0 = time.monotonic()
+            production = produce(prefix, n, tmp / "producer")
+            timings["produce"] = round(time.monotonic() - t0, 1)
 
         def env_for(name: str, **more: str) -> tuple[dict[str, str], int, Path]:
             port = free_port()
             d = tmp / name
             return bench_env(d, prefix, port, **extra, **more), port, d
 
+        t0 = time.monotonic()
         if "faust" in only:
             env, port, d = env_for("faust")
             p = Proc("faust", [sys.executable, "-m", "autologs.cli", "worker"], env, d, f"{prefix}-worker", port)
@@ -363,51 +356,158 @@ def main(argv: list[str] | None = None) -> dict:
             except Exception as exc:
                 log(f"{name} failed: {exc}")
                 results[name] = {"error": str(exc)[-2000:], "module": module, "env": more}
+        if results:
+            timings["ingest"] = round(time.monotonic() - t0, 1)
+
+        if "freshness" in only:
+            from bench.freshness import run_freshness
+
+            faust_rate = None if args.smoke else ((results.get("faust") or {}).get("events_per_s")
+                                                  or previous_ingest_rate())
+            f_rate = args.freshness_rate or sizes.get("freshness_rate") or (faust_rate / 2 if faust_rate else 2000.0)
+            timed("freshness", run_freshness, tmp, prefix, f_rate, fresh_s, extra, sizes["warmup"])
+            parts["freshness"]["rate_basis"] = (
+                "--freshness-rate" if args.freshness_rate else "smoke" if args.smoke else
+                "half the Faust worker's rate of this run" if (results.get("faust") or {}).get("events_per_s")
+                else "half the ingest rate of the previous latest.json" if faust_rate else "default 2000/s")
+
+        if "replay" in only:
+            env, _, d = env_for("replay")
+            d.mkdir(parents=True, exist_ok=True)
+            timed("replay", run_child, "replay", "bench.replay_bench", ["--expect", str(n)], env, d / "out.json",
+                  max(600.0, n / 500))
+
+        read_dirs: dict[int, Path] = {}
+        if "reads" in only:
+            parts["reads"] = {}
+            for k, rows in enumerate(read_rows):
+                env, _, d = env_for(f"reads{rows}")
+                d.mkdir(parents=True, exist_ok=True)
+                t0 = time.monotonic()
+                try:
+                    parts["reads"][str(rows)] = run_child(
+                        f"reads {rows:,}", "bench.reads",
+                        ["--rows", str(rows), "--pages", str(pages),
+                         "--enrollments", str(sizes["enrollments"] if k == 0 else 0)],
+                        env, d / "out.json", 900 + rows / 10_000)
+                    read_dirs[rows] = d
+                except Exception as exc:
+                    log(f"reads {rows:,} failed: {exc}")
+                    parts["reads"][str(rows)] = {"error": str(exc)[-2000:]}
+                timings[f"reads_{rows}"] = round(time.monotonic() - t0, 1)
+                if rows != max(read_rows):
+                    shutil.rmtree(d, ignore_errors=True)  # the largest is kept for the CSV dump
+
+        if "csv" in only:
+            # On the largest read table (reused when the reads ran; generated otherwise).
+            rows = max(read_rows)
+            env, _, d = env_for("csv")
+            if rows in read_dirs:
+                env["AUTOLOGS_DATA_DIR"] = str(read_dirs[rows])
+                d = read_dirs[rows]
+            d.mkdir(parents=True, exist_ok=True)
+            timed("csv", run_child, "csv", "bench.csv_bench", ["--rows", str(rows), "--csv-rows", str(csv_rows)],
+                  env, d / "csv.json", 900 + rows / 10_000)
     finally:
         for p in procs:
             p.stop()
-        try:
-            asyncio.run(asyncio.wait_for(delete_prefix_topics(bootstrap, prefix), 60))
-        except Exception as exc:
-            log(f"could not delete the topics of {prefix}: {exc!r}")
+        if production is not None or "freshness" in only:
+            try:
+                asyncio.run(asyncio.wait_for(delete_prefix_topics(bootstrap, prefix), 60))
+            except Exception as exc:
+                log(f"could not delete the topics of {prefix}: {exc!r}")
         shutil.rmtree(tmp, ignore_errors=True)
 
-    def rate(k: str):
-        r = results.get(k) or {}
-        return r.get("events_per_s")
-
-    faust, raw, quix = rate("faust"), rate("raw"), rate("quix")
-    out = {
-        "ingest_events_per_s": faust,
-        "ingest_ratio_vs_raw": round(faust / raw, 3) if faust and raw else None,
-        "ingest_ratio_vs_quixstreams": round(faust / quix, 3) if faust and quix else None,
-        **{k: None for k in NULL_KEYS},
-        "raw_loop_events_per_s": raw,
-        "quixstreams_events_per_s": quix,
+    out = summarize(results, parts, read_rows, csv_rows)
+    out.update({
         "events": n,
+        "reads_sizes": read_rows if "reads" in only else [],
+        "read_pages": pages,
+        "csv_rows": csv_rows if "csv" in only else None,
+        "parts": only,
         "smoke": args.smoke,
         "profiled": args.profile,
         "worker_env": extra,
         "tree": os.environ.get("BENCH_TREE", "working tree"),
         "machine": {**info, "loadavg_at_end": os.getloadavg()},
+        "timings_s": {**timings, "total": round(time.monotonic() - began, 1)},
         "production": production,
         "runs": results,
-    }
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+        **{k: parts[k] for k in ("freshness", "replay", "reads", "csv") if k in parts},
+    })
+    out_path.write_text(json.dumps(out, indent=2) + "\n")
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     (RESULTS / f"run-{stamp}-{n}.json").write_text(json.dumps(out, indent=2) + "\n")
+    print_summary(out, results, info, n)
+    from bench.report import README, render_table, update_readme
+
+    table = render_table(out)
+    print("\n" + table)
+    if complete and out_path == RESULTS / "latest.json":
+        if update_readme(table):
+            print(f"README figures updated ({README})")
+        else:
+            print(f"no <!-- bench:start --> ... <!-- bench:end --> markers in {README}: table printed only")
+    print(f"written to {out_path} ({out['timings_s']['total']:.0f}s in all)")
+    return out
+
+
+def _get(d: dict | None, *path):
+    for k in path:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(k)
+    return d
+
+
+def summarize(results: dict, parts: dict, read_rows: list[int], csv_rows: int) -> dict:
+    """The fixed keys (and a few context figures) from the raw results of each part."""
+    def rate(k: str):
+        return (results.get(k) or {}).get("events_per_s")
+
+    faust, raw, quix = rate("faust"), rate("raw"), rate("quix")
+    out: dict = {k: None for k in FIXED_KEYS}
+    out.update(ingest_events_per_s=faust,
+               ingest_ratio_vs_raw=round(faust / raw, 3) if faust and raw else None,
+               ingest_ratio_vs_quixstreams=round(faust / quix, 3) if faust and quix else None)
+    fresh = parts.get("freshness") or {}
+    out.update(freshness_p50_s=fresh.get("p50_s"), freshness_p99_s=fresh.get("p99_s"))
+    reads = parts.get("reads") or {}
+    extra: dict = {}
+    for label, rows in zip(("1m", "10m"), read_rows):
+        r = reads.get(str(rows)) or {}
+        out[f"page_ms_p50_{label}"] = _get(r, "events_email", "p50_ms")
+        out[f"page_ms_p99_{label}"] = _get(r, "events_email", "p99_ms")
+        extra[f"scenarios_page_ms_p50_{label}"] = _get(r, "scenarios_email", "p50_ms")
+        extra[f"scenarios_by_scenario_page_ms_p50_{label}"] = _get(r, "scenarios_scenario", "p50_ms")
+        extra[f"events_account_page_ms_p50_{label}"] = _get(r, "events_account", "p50_ms")
+        if label == "1m":
+            out["contacts_page_ms_p50_1m"] = _get(r, "contacts_default", "p50_ms")
+            extra["contacts_email_page_ms_p50_1m"] = _get(r, "contacts_email", "p50_ms")
+    csv = parts.get("csv") or {}
+    out.update(csv_rows_per_s=csv.get("rows_per_s"), csv_rss_growth_mb=csv.get("rss_growth_mb"))
+    replay = parts.get("replay") or {}
+    out["replay_events_per_s"] = replay.get("events_per_s") if replay.get("ok") else None
+    out.update(raw_loop_events_per_s=raw, quixstreams_events_per_s=quix,
+               replay_ratio_vs_ingest=round(out["replay_events_per_s"] / faust, 3)
+               if out["replay_events_per_s"] and faust else None,
+               **extra)
+    return out
+
+
+def print_summary(out: dict, results: dict, info: dict, n: int) -> None:
+    faust = out.get("ingest_events_per_s")
     print(f"\nN = {n:,} events, {info['nproc']} cpus ({info['cpu_model']}), {info['date']}")
-    print(f"{'consumer':<24}{'events/s':>12}{'seconds':>10}{'vs faust':>10}  count FINAL")
+    if results:
+        print(f"{'consumer':<24}{'events/s':>12}{'seconds':>10}{'vs faust':>10}  count FINAL")
     for k, r in results.items():
         if "events_per_s" in r:
             rel = f"{r['events_per_s'] / faust:.2f}x" if faust else "-"
             print(f"{k:<24}{r['events_per_s']:>12,.0f}{r['seconds']:>10.1f}{rel:>10}  {r['count_final']:,}")
         else:
             print(f"{k:<24}{'failed':>12}  {r.get('error', '')[:80]}")
-    for k in ("ingest_events_per_s", "ingest_ratio_vs_raw", "ingest_ratio_vs_quixstreams"):
+    for k in FIXED_KEYS:
         print(f"{k} = {out[k]}")
-    print(f"written to {args.out}")
-    return out
 
 
 if __name__ == "__main__":

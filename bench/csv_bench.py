@@ -1,0 +1,125 @@
+"""CSV dump benchmark: `query.csv_export.export_csv` of a range of R event-log rows to a file.
+
+    python -m bench.csv_bench --rows N --csv-rows R --out FILE
+    (env: AUTOLOGS_DATA_DIR, AUTOLOGS_CLICKHOUSE_DATABASE: a scratch database; the read benchmark's
+    data dir of N rows is reused when it holds them, else the table is generated first, bench/dataset.py)
+
+The dump is the largest account's newest R rows (account + a date range starting at the R-th newest
+row's time: what "export the last days of my log" does), to a file on disk. Measured:
+- rows/s = rows written / wall time of export_csv;
+- RSS growth = the peak of VmRSS (sampled from /proc/self/status every 50 ms in a thread; the engine runs
+  in this process, so its memory counts) minus VmRSS just before the export.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from datetime import timezone
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] csv: {msg}", file=sys.stderr, flush=True)
+
+
+def status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, every_s: float = 0.05):
+        super().__init__(daemon=True)
+        self.every_s = every_s
+        self.peak_kb = status_kb("VmRSS")
+        self.samples = 0
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            self.peak_kb = max(self.peak_kb, status_kb("VmRSS"))
+            self.samples += 1
+            self._halt.wait(self.every_s)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join()
+        self.peak_kb = max(self.peak_kb, status_kb("VmRSS"))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, required=True, help="rows of the event log to export from")
+    ap.add_argument("--csv-rows", type=int, required=True, help="rows of the exported range")
+    ap.add_argument("--account", default="acct-1")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args(argv)
+
+    from autologs.clickhouse import ClickHouse
+    from autologs.config import get_settings
+    from autologs.migrate import migrate
+    from bench import dataset
+    from bench.reads import settle
+    from query.csv_export import CHUNK_ROWS, export_csv
+
+    settings = get_settings()
+    ch = ClickHouse(settings)
+    migrate(ch)
+    have = ch.rows("SELECT count() FROM {db}.event_log")[0][0]
+    built = None
+    if have == 0:
+        built = round(dataset.fill(ch, "event_log", dataset.event_log_select, args.rows, log), 2)
+        settle(ch)
+    elif have != args.rows:
+        raise SystemExit(f"event_log holds {have:,} rows, not {args.rows:,}: use an empty data dir")
+    (start, total), = ch.rows("SELECT min(t), any(n) FROM (SELECT occurred_at AS t, count() OVER () AS n "
+                              "FROM {db}.event_log WHERE account_id = {a:String} "
+                              "ORDER BY occurred_at DESC LIMIT {k:UInt64})", {"a": args.account, "k": args.csv_rows})
+    first = start.replace(tzinfo=timezone.utc).isoformat(timespec="milliseconds")
+    last = dataset.period()[1]
+    params = {"from": first, "to": last}
+    path = settings.data_dir / "export.csv"
+    log(f"exporting {args.account} from {first} to {last} (~{args.csv_rows:,} rows of {have or args.rows:,})")
+
+    done = {"rows": 0, "last": time.monotonic()}
+
+    def progress(n: int) -> None:
+        done["rows"] += n
+        if time.monotonic() - done["last"] >= 2:
+            done["last"] = time.monotonic()
+            log(f"{done['rows']:,} rows, RSS {status_kb('VmRSS') / 1024:,.0f} MB")
+
+    before_kb = status_kb("VmRSS")
+    sampler = RssSampler()
+    sampler.start()
+    t0 = time.perf_counter()
+    with open(path, "wb") as f:
+        rows = export_csv(ch, "events", args.account, params, f, progress)
+    elapsed = time.perf_counter() - t0
+    sampler.stop()
+    size = path.stat().st_size
+    path.unlink()
+    out = {
+        "rows": rows, "expected_rows": args.csv_rows, "table_rows": have or args.rows, "table_built_s": built,
+        "account": args.account, "account_rows": total, "params": params, "seconds": round(elapsed, 3),
+        "rows_per_s": round(rows / elapsed, 1), "mb_per_s": round(size / elapsed / 2**20, 1),
+        "bytes": size, "rss_before_mb": round(before_kb / 1024, 1), "rss_peak_mb": round(sampler.peak_kb / 1024, 1),
+        "rss_growth_mb": round((sampler.peak_kb - before_kb) / 1024, 1), "rss_samples": sampler.samples,
+        "chunk_rows": CHUNK_ROWS, "pid": os.getpid(),
+    }
+    log(f"{rows:,} rows in {elapsed:.1f}s = {out['rows_per_s']:,.0f} rows/s ({out['mb_per_s']} MB/s), "
+        f"RSS {out['rss_before_mb']} -> peak {out['rss_peak_mb']} MB (+{out['rss_growth_mb']} MB)")
+    with open(args.out, "w") as f:
+        json.dump(out, f, indent=2)
+    ch.close()
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""Freshness: from produce time to queryable in the event log, under a steady load below the maximum.
+
+Run by bench.run (`--only freshness`), in the benchmark's own process except the worker:
+1. A fresh `autologs worker` (own topic prefix `<run prefix>f`, own chdb dir, own web port) is started;
+   `warmup` events are produced at once and awaited (group joined, partitions assigned, code warm).
+2. `rate * duration` events of the simulate mix are produced at `rate` events/s (a paced producer: every
+   10 ms it sends what is due), each with `properties.sent_ms` = the wall clock (ms) just before its send.
+3. Once the worker wrote them all it is stopped, and in a fresh process (`autologs sql`):
+   latency of an event = min(ingested_at) of its rows (the DEFAULT now64(3) of the INSERT that made it
+   queryable) - sent_ms; p50 / p99 / max over every paced event, computed by ClickHouse. Both clocks
+   are this machine's wall clock.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from itertools import islice
+from pathlib import Path
+
+from bench.common import Proc, bench_env, free_port, log
+
+QUERY = (
+    "SELECT count() AS n, quantileExact(0.5)(lat) AS p50_ms, quantileExact(0.99)(lat) AS p99_ms, "
+    "max(lat) AS max_ms, round(avg(lat), 1) AS mean_ms, min(lat) AS min_ms FROM ("
+    "SELECT event_id, min(toUnixTimestamp64Milli(ingested_at)) - any(JSONExtractInt(properties, 'sent_ms')) AS lat "
+    "FROM {db}.event_log WHERE JSONHas(properties, 'sent_ms') GROUP BY event_id)"
+)
+
+
+async def _produce(settings, events: list[dict], rate: float | None, mark: bool) -> dict:
+    """Send `events` at `rate`/s (None: at once); with `mark`, stamp properties.sent_ms at send time."""
+    import orjson
+
+    from schemas.events import partition_key
+    from streams.produce import new_producer
+    from streams.topics import topics
+
+    topic = topics(settings).events
+    producer = new_producer(settings)
+    await producer.start()
+    pending: list[asyncio.Future] = []
+    began = time.monotonic()
+    late = 0.0
+    try:
+        i = 0
+        while i < len(events):
+            due = len(events) if rate is None else min(len(events), int((time.monotonic() - began) * rate) + 1)
+            late = max(late, (due - i) / rate if rate else 0.0)
+            while i < due:
+                ev = events[i]
+                if mark:
+                    ev["properties"] = {**(ev.get("properties") or {}), "sent_ms": int(time.time() * 1000)}
+                key = partition_key(ev["account_id"], ev.get("email"), ev.get("contact_id"))
+                pending.append(await producer.send(topic, orjson.dumps(ev), key=key))
+                i += 1
+            if len(pending) > 2000:
+                done = [f for f in pending if f.done()]
+                for f in done:
+                    f.result()  # raises a delivery error
+                pending = [f for f in pending if not f.done()]
+            if rate is not None:
+                await asyncio.sleep(0.01)
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    took = time.monotonic() - began
+    return {"events": len(events), "seconds": round(took, 3), "rate": round(len(events) / max(took, 1e-6), 1),
+            "max_behind_schedule_s": round(late, 3)}
+
+
+def _wait_rows(p: Proc, want: int, timeout: float) -> float:
+    began = time.monotonic()
+    while p.rows_written() < want:
+        if not p.alive():
+            raise RuntimeError(f"freshness worker exited:\n{p.log_tail()}")
+        if time.monotonic() - began > timeout:
+            raise RuntimeError(f"freshness worker wrote {p.rows_written():,} of {want:,} rows in {timeout:.0f}s")
+        time.sleep(0.1)
+    return time.monotonic() - began
+
+
+def run_freshness(tmp: Path, prefix: str, rate: float, duration: float, extra_env: dict[str, str],
+                  warmup: int = 500) -> dict:
+    from autologs.config import Settings
+    from streams.simulate import SimulationSpec, generate
+
+    fprefix = f"{prefix}f"  # under the run's prefix: its topics are deleted with the others
+    port, d = free_port(), tmp / "freshness"
+    env = bench_env(d, fprefix, port, **extra_env)
+    n = max(int(rate * duration), 1)
+    spec = SimulationSpec(seed=43, contacts=max(2000, int((n + warmup) * 0.14)), max_events=n + warmup)
+    events = list(islice(generate(spec), n + warmup))
+    settings = Settings(topic_prefix=fprefix, data_dir=d, kafka_bootstrap=env.get("AUTOLOGS_KAFKA_BOOTSTRAP",
+                                                                                 "127.0.0.1:9092"))
+    p = Proc("freshness-worker", [sys.executable, "-m", "autologs.cli", "worker"], env, d, f"{fprefix}-worker", port)
+    log(f"freshness: worker on {fprefix}, then {n:,} events at {rate:,.0f}/s for {duration:.0f}s")
+    p.start()
+    try:
+        began = time.monotonic()
+        while True:  # /health answers once the worker runs
+            if not p.alive():
+                raise RuntimeError(f"freshness worker exited:\n{p.log_tail()}")
+            try:
+                import urllib.request
+
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read()
+                break
+            except Exception:
+                if time.monotonic() - began > 180:
+                    raise RuntimeError(f"freshness worker not up in 180 s:\n{p.log_tail()}")
+                time.sleep(0.2)
+        asyncio.run(_produce(settings, events[:warmup], None, mark=False))
+        warm_s = _wait_rows(p, warmup, 180)
+        log(f"freshness: warm-up of {warmup} events written {warm_s:.1f}s after their send; paced run starts")
+        produced = asyncio.run(_produce(settings, events[warmup:], rate, mark=True))
+        drain_s = _wait_rows(p, warmup + n, 300)
+        log(f"freshness: {produced['events']:,} events sent in {produced['seconds']:.1f}s "
+            f"({produced['rate']:,.0f}/s); all written {drain_s:.1f}s after the last send")
+    finally:
+        t0 = time.monotonic()
+        p.stop()
+        stop_s = time.monotonic() - t0
+        if stop_s > 15:
+            log(f"freshness: the worker took {stop_s:.0f}s to stop; its log ends with:\n{p.log_tail(1500)}")
+    out = subprocess.run([sys.executable, "-m", "autologs.cli", "sql", "--format", "json", QUERY], env=env,
+                         capture_output=True, timeout=300)
+    if out.returncode != 0:
+        raise RuntimeError(f"freshness query failed: {out.stderr.decode()[-2000:]}")
+    stats = json.loads(out.stdout.splitlines()[-1])
+    stats = {k: float(v) for k, v in stats.items()}
+    if int(stats["n"]) != n:
+        raise RuntimeError(f"freshness: {int(stats['n'])} stamped events in the event log, expected {n}")
+    result = {"target_rate": round(rate, 1), "duration_s": duration, "warmup_events": warmup,
+              "produced": produced, "drain_after_last_send_s": round(drain_s, 2), **stats,
+              "p50_s": round(stats["p50_ms"] / 1000, 3), "p99_s": round(stats["p99_ms"] / 1000, 3)}
+    log(f"freshness: p50 {result['p50_s']}s, p99 {result['p99_s']}s, max {stats['max_ms'] / 1000:.3f}s over "
+        f"{n:,} events")
+    return result

@@ -1,0 +1,118 @@
+"""The replay engine in this process (real broker, real chdb, a scratch database): resume after a crash,
+retention refusals, and table retention settings."""
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+
+from autologs import migrate
+from autologs.clickhouse import ClickHouse
+from replay import run as replay_run
+from replay.plan import ReplayRefused, plan_replay
+from replay.run import Replay
+from streams.produce import publish
+from streams.topics import Topics, ensure_topics, partitions_of
+from tests import story
+from tests.test_scenarios import keyed
+
+TABLE_QUERIES = {
+    "event_log": "SELECT event_id, event_type, email, step_id FROM {db}.event_log FINAL ORDER BY event_id",
+    "scenario_log": "SELECT scenario_id, source_event_id, step_id, attribution FROM {db}.scenario_log FINAL "
+                    "ORDER BY scenario_id, source_event_id",
+    "enrollment_state": "SELECT scenario_id, contact_key, status, step_id, entered_at FROM {db}.enrollment_state "
+                        "FINAL ORDER BY scenario_id, contact_key",
+}
+
+
+@pytest.fixture
+def scratch(settings):
+    """Topics holding the story, and an empty migrated database of their own."""
+    names = Topics(f"{settings.topic_prefix}-engine-{uuid.uuid4().hex[:6]}")
+    db = ClickHouse(settings.model_copy(update={"topic_prefix": names.prefix}),
+                    database=f"scratch_{names.prefix.replace('-', '_')}")
+    db.command("DROP DATABASE IF EXISTS {db}")
+    migrate.migrate(db)
+    yield names, db
+    db.command("DROP DATABASE IF EXISTS {db}")
+
+
+async def _publish_story(settings, names: Topics) -> None:
+    await ensure_topics(settings, names.all())
+    await publish(settings, names.events, [keyed(e) for e in story.phase_one() + story.phase_two()])
+
+
+def tables(db: ClickHouse) -> dict[str, list[tuple]]:
+    return {t: db.rows(q) for t, q in TABLE_QUERIES.items()}
+
+
+async def test_a_crashed_replay_resumes_to_the_same_tables(settings, scratch, monkeypatch, tmp_path):
+    names, db = scratch
+    await _publish_story(settings, names)
+    s = db.settings.model_copy(update={"sink_max_rows": 4, "data_dir": tmp_path})
+    plan = await plan_replay(s.kafka_bootstrap, names.sources(), None, None)
+
+    await Replay(s, db, plan).run()
+    straight = tables(db)
+    assert len(straight["event_log"]) == 21 and len(straight["enrollment_state"]) == 3
+
+    monkeypatch.setattr(replay_run, "CHECKPOINT_EVERY_S", 0.0)  # a checkpoint after every batch
+
+    class Crash(Exception):
+        pass
+
+    def crash_midway(progress):
+        if progress.read >= 12:
+            raise Crash()
+
+    with pytest.raises(Crash):
+        await Replay(s, db, plan, progress=crash_midway).run()
+    checkpoint = tmp_path / "replay" / "checkpoint.json"
+    assert checkpoint.exists()
+    report = await Replay(s, db, plan).run(resume=True)
+    assert report.swapped and report.messages_read == 21 and not checkpoint.exists()
+    assert tables(db) == straight
+
+
+async def test_replay_refuses_what_retention_deleted(settings, scratch):
+    names, _ = scratch
+    await _publish_story(settings, names)
+    parts = await partitions_of(settings.kafka_bootstrap, [names.events])
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets(parts)
+    finally:
+        await consumer.stop()
+    parts = [tp for tp in parts if ends[tp] > 1]
+    assert parts
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:  # what retention does: the log start moves past the first messages
+        await admin.delete_records({tp: RecordsToDelete(before_offset=1) for tp in parts})
+    finally:
+        await admin.close()
+    with pytest.raises(ReplayRefused, match="no longer hold their beginning"):
+        await plan_replay(settings.kafka_bootstrap, [names.events], None, None)
+    with pytest.raises(ReplayRefused, match="retention"):
+        await plan_replay(settings.kafka_bootstrap, [names.events], story.T0 - timedelta(days=400), None)
+
+
+def test_table_retention_follows_the_settings(settings, scratch):
+    _, db = scratch
+
+    def ttl() -> str:
+        [(query,)] = db.rows("SELECT create_table_query FROM system.tables WHERE database = {d:String} "
+                             "AND name = 'event_log'", {"d": db.database})
+        return query.split(" TTL ")[1].split(" SETTINGS")[0] if " TTL " in query else ""
+
+    assert ttl() == ""
+    keep_30 = settings.model_copy(update={"event_log_ttl_days": 30})
+    assert migrate.apply_retention(db, keep_30) == ["event_log: rows kept 30 days"]
+    assert "30" in ttl()
+    assert migrate.apply_retention(db, keep_30) == []  # idempotent: nothing to change at the next start
+    assert migrate.apply_retention(db, settings) == ["event_log: rows kept forever"]
+    assert ttl() == ""
