@@ -8,6 +8,7 @@ COPY streams streams
 COPY processors processors
 COPY sinks sinks
 COPY query query
+COPY api api
 COPY replay replay
 COPY bench bench
 COPY clickhouse clickhouse

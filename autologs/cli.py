@@ -114,6 +114,10 @@ def worker(loglevel: str) -> None:
     asyncio.set_event_loop(asyncio.new_event_loop())
     from faust import Worker
 
+    from streams.faust_patches import install
+
+    install()  # the consumer loop without two tasks per message (streams/faust_patches.py)
+
     import processors.agents  # noqa: F401  (registers the agents and the table)
     import streams.web  # noqa: F401  (registers the pages)
     from streams.app import app
@@ -288,11 +292,11 @@ def logs(view, account, date_from, date_to, tz, lang, filters, limit, cursor) ->
               help="CSV file to write.")
 def export(view, account, date_from, date_to, tz, lang, filters, output) -> None:
     """Write a CSV dump of a view for a date range (streamed: memory stays flat whatever the range)."""
-    import time
+    import time as clock
 
     settings = get_settings()
     params = _read_params(account, date_from, date_to, tz, lang, filters)
-    started, written = time.monotonic(), 0
+    started, written = clock.monotonic(), 0
     try:
         with open(output, "wb") as out, click.progressbar(length=0, label=f"exporting {view}",
                                                            file=sys.stderr, show_pos=True) as bar:
@@ -312,7 +316,7 @@ def export(view, account, date_from, date_to, tz, lang, filters, output) -> None
                 written = export_csv(ClickHouse(settings), view, account, params, out, progress=bar.update)
     except Exception as exc:
         _fail(str(exc))
-    click.echo(f"wrote {output}: {max(written - 1, 0)} row(s) in {time.monotonic() - started:.1f}s")
+    click.echo(f"wrote {output}: {max(written - 1, 0)} row(s) in {clock.monotonic() - started:.1f}s")
 
 
 @cli.group()
@@ -380,7 +384,6 @@ def replay_command(date_from, date_to, chosen, in_place, resume) -> None:
     atomically (readers never see a half-built log). With embedded chdb the replay runs inside the
     running worker; without a worker it runs here.
     """
-    import time
     from datetime import datetime
 
     from replay.plan import ReplayRefused

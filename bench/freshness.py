@@ -28,6 +28,13 @@ QUERY = (
     "SELECT event_id, min(toUnixTimestamp64Milli(ingested_at)) - any(JSONExtractInt(properties, 'sent_ms')) AS lat "
     "FROM {db}.event_log WHERE JSONHas(properties, 'sent_ms') GROUP BY event_id)"
 )
+# The inserts that made them queryable: how many, how big, how far apart (a diagnosis of the latency).
+BATCHES = (
+    "SELECT count() AS inserts, round(avg(n), 1) AS rows_per_insert, max(n) AS max_rows_per_insert, "
+    "round((toUnixTimestamp64Milli(max(t)) - toUnixTimestamp64Milli(min(t))) / greatest(count() - 1, 1)) "
+    "AS ms_between_inserts FROM (SELECT ingested_at AS t, count() AS n FROM {db}.event_log "
+    "WHERE JSONHas(properties, 'sent_ms') GROUP BY t)"
+)
 
 
 async def _produce(settings, events: list[dict], rate: float | None, mark: bool) -> dict:
@@ -82,6 +89,42 @@ def _wait_rows(p: Proc, want: int, timeout: float) -> float:
     return time.monotonic() - began
 
 
+# The seconds of the run (from the first paced send) whose events waited longest: stalls show up here.
+WORST = (
+    "SELECT groupArray((second, n, p50, mx)) AS worst FROM (SELECT second, count() AS n, "
+    "toUInt32(quantileExact(0.5)(lat)) AS p50, toUInt32(max(lat)) AS mx FROM (SELECT intDiv(sent - "
+    "(SELECT min(JSONExtractInt(properties, 'sent_ms')) FROM {db}.event_log WHERE JSONHas(properties, 'sent_ms')), "
+    "1000) AS second, lat FROM (SELECT any(JSONExtractInt(properties, 'sent_ms')) AS sent, "
+    "min(toUnixTimestamp64Milli(ingested_at)) - sent AS lat FROM {db}.event_log "
+    "WHERE JSONHas(properties, 'sent_ms') GROUP BY event_id)) GROUP BY second ORDER BY mx DESC LIMIT 5)"
+)
+
+
+def _sql(env: dict[str, str], query: str) -> dict:
+    """One row of `autologs sql` in a fresh process (the worker is stopped: the data dir is free)."""
+    out = subprocess.run([sys.executable, "-m", "autologs.cli", "sql", "--format", "json", query], env=env,
+                         capture_output=True, timeout=300)
+    if out.returncode != 0:
+        raise RuntimeError(f"freshness query failed: {out.stderr.decode()[-2000:]}")
+    row = json.loads(out.stdout.splitlines()[-1])
+    return {k: v if isinstance(v, list) else float(v) for k, v in row.items()}
+
+
+def _wait_health(port: int, ok, timeout: float) -> bool:
+    import urllib.request
+
+    began = time.monotonic()
+    while time.monotonic() - began < timeout:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                if ok(json.loads(r.read())):
+                    return True
+        except Exception:
+            pass
+        time.sleep(0.2)
+    return False
+
+
 def run_freshness(tmp: Path, prefix: str, rate: float, duration: float, extra_env: dict[str, str],
                   warmup: int = 500) -> dict:
     from autologs.config import Settings
@@ -99,24 +142,16 @@ def run_freshness(tmp: Path, prefix: str, rate: float, duration: float, extra_en
     log(f"freshness: worker on {fprefix}, then {n:,} events at {rate:,.0f}/s for {duration:.0f}s")
     p.start()
     try:
-        began = time.monotonic()
-        while True:  # /health answers once the worker runs
-            if not p.alive():
-                raise RuntimeError(f"freshness worker exited:\n{p.log_tail()}")
-            try:
-                import urllib.request
-
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read()
-                break
-            except Exception:
-                if time.monotonic() - began > 180:
-                    raise RuntimeError(f"freshness worker not up in 180 s:\n{p.log_tail()}")
-                time.sleep(0.2)
+        if not _wait_health(port, lambda h: True, 180):  # /health answers once the worker runs
+            raise RuntimeError(f"freshness worker not up in 180 s:\n{p.log_tail()}")
         asyncio.run(_produce(settings, events[:warmup], None, mark=False))
         warm_s = _wait_rows(p, warmup, 180)
         log(f"freshness: warm-up of {warmup} events written {warm_s:.1f}s after their send; paced run starts")
         produced = asyncio.run(_produce(settings, events[warmup:], rate, mark=True))
         drain_s = _wait_rows(p, warmup + n, 300)
+        # Let the reorder buffer release what it holds (idle release) so that everything is acknowledged:
+        # a Faust worker stopped with unacknowledged messages waits for them (stream_wait_empty) until killed.
+        _wait_health(port, lambda h: h.get("held", 0) == 0, 60)
         log(f"freshness: {produced['events']:,} events sent in {produced['seconds']:.1f}s "
             f"({produced['rate']:,.0f}/s); all written {drain_s:.1f}s after the last send")
     finally:
@@ -125,16 +160,17 @@ def run_freshness(tmp: Path, prefix: str, rate: float, duration: float, extra_en
         stop_s = time.monotonic() - t0
         if stop_s > 15:
             log(f"freshness: the worker took {stop_s:.0f}s to stop; its log ends with:\n{p.log_tail(1500)}")
-    out = subprocess.run([sys.executable, "-m", "autologs.cli", "sql", "--format", "json", QUERY], env=env,
-                         capture_output=True, timeout=300)
-    if out.returncode != 0:
-        raise RuntimeError(f"freshness query failed: {out.stderr.decode()[-2000:]}")
-    stats = json.loads(out.stdout.splitlines()[-1])
-    stats = {k: float(v) for k, v in stats.items()}
+    stats = _sql(env, QUERY)
+    try:
+        batches = _sql(env, BATCHES)
+        batches["worst_seconds"] = [dict(zip(("second", "events", "p50_ms", "max_ms"), w))
+                                    for w in _sql(env, WORST)["worst"]]
+    except (RuntimeError, ValueError, KeyError) as exc:
+        batches = {"error": str(exc)[-500:]}
     if int(stats["n"]) != n:
         raise RuntimeError(f"freshness: {int(stats['n'])} stamped events in the event log, expected {n}")
     result = {"target_rate": round(rate, 1), "duration_s": duration, "warmup_events": warmup,
-              "produced": produced, "drain_after_last_send_s": round(drain_s, 2), **stats,
+              "produced": produced, "drain_after_last_send_s": round(drain_s, 2), **stats, "inserts": batches,
               "p50_s": round(stats["p50_ms"] / 1000, 3), "p99_s": round(stats["p99_ms"] / 1000, 3)}
     log(f"freshness: p50 {result['p50_s']}s, p99 {result['p99_s']}s, max {stats['max_ms'] / 1000:.3f}s over "
         f"{n:,} events")

@@ -102,12 +102,13 @@ def render_table(out: dict) -> str:
     for key, (what, unit, _, _) in GOALS.items():
         ok = met(out, key)
         mark = "–" if ok is None else ("yes" if ok else "**no**")
-        lines.append(f"| {what} ({unit}) | `{key}` | {_num(out.get(key), unit)} | {_goal_text(key)} | {mark} | "
+        lines.append(f"| {what}{'' if unit == 'x' else f' ({unit})'} | `{key}` | {_num(out.get(key), unit)} | {_goal_text(key)} | {mark} | "
                      f"{_vs_goal(out, key)} |")
     extra = [(k, v) for k, v in EXTRA.items() if out.get(k) is not None]
     if extra:
         lines += ["", "| context | key | value |", "| --- | --- | ---: |"]
-        lines += [f"| {what} ({unit}) | `{k}` | {_num(out[k], unit)} |" for k, (what, unit) in extra]
+        lines += [f"| {what}{'' if unit == 'x' else f' ({unit})'} | `{k}` | {_num(out[k], unit)} |"
+                  for k, (what, unit) in extra]
     runs = {k: r for k, r in (out.get("runs") or {}).items() if "events_per_s" in r}
     faust = (runs.get("faust") or {}).get("events_per_s")
     if runs:

@@ -80,7 +80,6 @@ class AdminReplay(View):
     async def post(self, request: Request) -> Response:
         from datetime import datetime
 
-        from processors.agents import pipeline
         from replay.plan import ReplayRefused
         from replay.service import WorkerReplay
         from streams.tables import enrollments

@@ -7,11 +7,22 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
 import orjson
+
+
+# The installed console script, run from outside the repository: what a user runs (a module that is
+# importable only from the repository's folder fails here).
+AUTOLOGS = str(Path(sys.executable).parent / "autologs")
+OUTSIDE = Path(tempfile.gettempdir())
+
+
+def run_cli(env: dict, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([AUTOLOGS, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=OUTSIDE)
 
 
 def free_port() -> int:
@@ -39,7 +50,7 @@ class WorkerProcess:
 
     def start(self, timeout: float = 60.0) -> "WorkerProcess":
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "autologs.cli", "worker"], env=self.env,
+        self.proc = subprocess.Popen([AUTOLOGS, "worker"], env=self.env, cwd=OUTSIDE,
                                      stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.wait_ready(timeout)
         return self
@@ -96,8 +107,7 @@ class WorkerProcess:
     def sql(self, query: str) -> list[dict]:
         """Read the worker's ClickHouse from a fresh process (the worker must be stopped first)."""
         assert self.proc is None or self.proc.poll() is not None, "stop the worker before reading its chdb"
-        out = subprocess.run([sys.executable, "-m", "autologs.cli", "sql", "--format", "json", query],
-                             env=self.env, capture_output=True, timeout=120)
+        out = run_cli(self.env, "sql", "--format", "json", query)
         if out.returncode != 0:
-            raise AssertionError(f"autologs sql failed: {out.stderr.decode()}")
+            raise AssertionError(f"autologs sql failed: {out.stderr}")
         return [orjson.loads(line) for line in out.stdout.splitlines() if line.strip()]

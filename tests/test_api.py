@@ -4,8 +4,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 import uuid
@@ -18,7 +16,7 @@ from streams.produce import publish
 from streams.topics import Topics, ensure_topics
 from tests import story
 from tests.examples import example, keyed, wait_drained
-from tests.support import WorkerProcess
+from tests.support import WorkerProcess, run_cli
 
 RANGE = {"from": "2026-11-19", "to": "2026-11-21", "tz": "UTC"}
 
@@ -37,10 +35,6 @@ def call(worker: WorkerProcess, path: str, key: str | None = None, params: dict 
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read(), dict(exc.headers)
 
-
-def cli(worker: WorkerProcess, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "autologs.cli", *args], env=worker.env, capture_output=True,
-                          text=True, timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +58,7 @@ def running(settings, tmp_root):
     asyncio.run(feed())
     keys = {}
     for account in ("acct-story", "acct-other"):
-        out = cli(worker, "keys", "create", "--account", account, "--label", "tests")
+        out = run_cli(worker.env, "keys", "create", "--account", account, "--label", "tests")
         assert out.returncode == 0, out.stderr
         keys[account] = out.stdout.strip()
     yield worker, keys
@@ -146,17 +140,17 @@ def test_csv_dump_equals_the_view(running):
 
 def test_cli_reads_and_exports_through_the_worker(running, tmp_path):
     worker, _ = running
-    out = cli(worker, "logs", "scenarios", "--account", "acct-story", "--from", "2026-11-19", "--to", "2026-11-21",
+    out = run_cli(worker.env, "logs", "scenarios", "--account", "acct-story", "--from", "2026-11-19", "--to", "2026-11-21",
               "-f", "email=ann@example.com")
     assert out.returncode == 0, out.stderr
     assert "Welcome series" in out.stdout and "8 row(s)" in out.stdout
     target = tmp_path / "scenarios.csv"
-    out = cli(worker, "export", "scenarios", "--account", "acct-story", "--from", "2026-11-19", "--to", "2026-11-21",
+    out = run_cli(worker.env, "export", "scenarios", "--account", "acct-story", "--from", "2026-11-19", "--to", "2026-11-21",
               "--lang", "fr", "-o", str(target))
     assert out.returncode == 0, out.stderr
     lines = list(csv.reader(target.open(encoding="utf-8")))
     assert len(lines) == 1 + len(story.EXPECTED_SCENARIO_LOG) - 3  # phase one only: no removal, no Bob email
-    out = cli(worker, "logs", "events", "--account", "acct-story", "-f", "bogus=1")
+    out = run_cli(worker.env, "logs", "events", "--account", "acct-story", "-f", "bogus=1")
     assert out.returncode == 1 and "bogus" in out.stderr
 
 

@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
+import os
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime
 
 from aiokafka import AIOKafkaConsumer
 
@@ -14,12 +13,11 @@ from schemas.rows import EVENT_LOG_COLUMNS, Source, event_log_row
 from schemas.events import EVENT_ADAPTER
 from streams.produce import publish
 from streams.topics import ensure_topics
+from tests.support import run_cli
 
 
 def test_broker_status_cli_answers(kafka_bootstrap):
-    out = subprocess.run([sys.executable, "-m", "autologs.cli", "broker", "status"], capture_output=True,
-                         text=True, timeout=60, env={**__import__("os").environ,
-                                                      "AUTOLOGS_KAFKA_PORT": kafka_bootstrap.rsplit(":", 1)[1]})
+    out = run_cli({**os.environ, "AUTOLOGS_KAFKA_PORT": kafka_bootstrap.rsplit(":", 1)[1]}, "broker", "status")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "answers" in out.stdout and "does not" not in out.stdout
 
@@ -67,14 +65,11 @@ def test_event_log_write_and_read(ch):
 
 def test_migrate_plan_cli_lists_nothing_after_migration(ch, tmp_root):
     # The pytest process holds the chdb engine, so the CLI runs on a data dir of its own.
-    env = {**__import__("os").environ, "AUTOLOGS_DATA_DIR": str(tmp_root / "cli-migrate")}
-    first = subprocess.run([sys.executable, "-m", "autologs.cli", "migrate", "--plan"], capture_output=True,
-                           text=True, env=env, timeout=120)
+    env = {**os.environ, "AUTOLOGS_DATA_DIR": str(tmp_root / "cli-migrate")}
+    first = run_cli(env, "migrate", "--plan")
     assert first.returncode == 0, first.stderr
     assert "pending: 0001_event_log.sql" in first.stdout
-    applied = subprocess.run([sys.executable, "-m", "autologs.cli", "migrate"], capture_output=True, text=True,
-                             env=env, timeout=120)
+    applied = run_cli(env, "migrate")
     assert applied.returncode == 0 and "applying 0001_event_log.sql" in applied.stdout, applied.stderr
-    again = subprocess.run([sys.executable, "-m", "autologs.cli", "migrate", "--plan"], capture_output=True,
-                           text=True, env=env, timeout=120)
+    again = run_cli(env, "migrate", "--plan")
     assert again.returncode == 0 and "0 pending migration(s)" in again.stdout, again.stdout

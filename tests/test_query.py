@@ -294,7 +294,7 @@ def test_another_account_gets_nothing_of_this_one(db):
     assert views.detail(db, "events", B, "ex-form-4")["account_id"] == B  # ...each sees its own copy
     assert views.page(db, "events", "acct-nobody", RANGE)["rows"] == []
     assert views.detail(db, "events", "acct-nobody", "ex-form-4") is None
-    assert views.detail(db, "scenarios", "acct-story-b", f"sc-welcome|story-01")["account_id"] == "acct-story-b"
+    assert views.detail(db, "scenarios", "acct-story-b", "sc-welcome|story-01")["account_id"] == "acct-story-b"
     assert views.detail(db, "contacts", "acct-nobody", f"sc-welcome|{story.BOB}") is None
     assert ids(db, "scenarios", "acct-nobody", RANGE) == set() == ids(db, "contacts", "acct-nobody", {"status": "all"})
     assert all(r["user_email"] for r in views.page(db, "scenarios", "acct-story-b", RANGE)["rows"])

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import uuid
 
 import orjson
@@ -15,7 +13,7 @@ from streams.simulate import SimulationSpec, generate
 from streams.topics import Topics, ensure_topics
 from tests import story
 from tests.examples import example, keyed, wait_drained
-from tests.support import WorkerProcess
+from tests.support import WorkerProcess, run_cli
 
 SNAPSHOTS = {
     "event_log": "SELECT * EXCEPT (ingested_at) FROM {db}.event_log FINAL ORDER BY account_id, event_id",
@@ -25,15 +23,11 @@ SNAPSHOTS = {
 }
 
 
-def cli(worker: WorkerProcess, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "autologs.cli", *args], env=worker.env, capture_output=True,
-                          text=True, timeout=timeout)
-
 
 def snapshot(worker: WorkerProcess) -> dict[str, list[str]]:
     out = {}
     for table, query in SNAPSHOTS.items():
-        res = cli(worker, "sql", "--format", "json", query)
+        res = run_cli(worker.env, "sql", "--format", "json", query)
         assert res.returncode == 0, res.stderr
         out[table] = res.stdout.splitlines()
     return out
@@ -62,7 +56,7 @@ def worker_with_data(settings, tmp_root):
     from tests.test_scenarios import keyed as story_keyed
 
     asyncio.run(feed(simulated(300) + [story_keyed(e) for e in story.phase_one()]))
-    removal = cli(worker, "contacts", "remove", "--account", story.ACCOUNT, "--scenario", "sc-welcome",
+    removal = run_cli(worker.env, "contacts", "remove", "--account", story.ACCOUNT, "--scenario", "sc-welcome",
                   "--at", story.REMOVAL_AT.isoformat(), story.BOB)
     assert removal.returncode == 0, removal.stderr
     asyncio.run(feed([story_keyed(e) for e in story.phase_two()]))
@@ -76,7 +70,7 @@ def test_replay_rebuilds_every_table_exactly_twice_over(worker_with_data):
     live = snapshot(worker)
     assert len(live["event_log"]) > 2000 and len(live["scenario_log"]) > 100 and len(live["enrollment_state"]) > 10
     for attempt in (1, 2):
-        out = cli(worker, "replay")
+        out = run_cli(worker.env, "replay")
         assert out.returncode == 0, out.stderr
         report = json.loads(out.stdout)
         assert report["swapped"] and report["days_verified"] >= 1
@@ -95,7 +89,7 @@ def test_replay_beside_live_ingestion_loses_and_duplicates_nothing(worker_with_d
     more = [keyed(example("page", n, account="acct-live", email=f"l{n % 50}@example.com")) for n in range(3000)]
 
     async def both():
-        replaying = asyncio.create_task(asyncio.to_thread(cli, worker, "replay"))
+        replaying = asyncio.create_task(asyncio.to_thread(run_cli, worker.env, "replay"))
         for i in range(0, len(more), 300):  # live traffic keeps arriving while the replay runs
             await publish(settings, names.events, more[i:i + 300])
             await asyncio.sleep(0.05)
@@ -105,19 +99,19 @@ def test_replay_beside_live_ingestion_loses_and_duplicates_nothing(worker_with_d
 
     out = asyncio.run(both())
     assert out.returncode == 0, out.stderr
-    res = cli(worker, "sql", "--format", "json", "SELECT count() AS n, uniqExact(event_id) AS ids FROM "
+    res = run_cli(worker.env, "sql", "--format", "json", "SELECT count() AS n, uniqExact(event_id) AS ids FROM "
                                                  "{db}.event_log FINAL WHERE account_id = 'acct-live'")
     assert json.loads(res.stdout) == {"n": 3000, "ids": 3000}
-    res = cli(worker, "sql", "--format", "json", "SELECT count() - uniqExact(account_id, event_id) AS dup FROM "
+    res = run_cli(worker.env, "sql", "--format", "json", "SELECT count() - uniqExact(account_id, event_id) AS dup FROM "
                                                  "{db}.event_log FINAL")
     assert json.loads(res.stdout) == {"dup": 0}
 
 
 def test_replay_refuses_an_empty_range(worker_with_data):
     worker, _, _ = worker_with_data
-    out = cli(worker, "replay", "--in-place", "--from", "2099-01-01T00:00:00+00:00")
+    out = run_cli(worker.env, "replay", "--in-place", "--from", "2099-01-01T00:00:00+00:00")
     assert out.returncode == 1 and "holds no message" in out.stderr
-    out = cli(worker, "replay", "--from", "2020-01-01T00:00:00+00:00")
+    out = run_cli(worker.env, "replay", "--from", "2020-01-01T00:00:00+00:00")
     assert out.returncode == 1 and "--in-place" in out.stderr
 
 
@@ -136,7 +130,7 @@ def test_dead_letters_redriven_land_once_or_return_once(settings, tmp_root):
             await wait_drained(settings.kafka_bootstrap, names.app_id, names.events)
 
         asyncio.run(feed())
-        listed = cli(worker, "dlq", "list")
+        listed = run_cli(worker.env, "dlq", "list")
         assert listed.returncode == 0
         lines = [line.split("\t") for line in listed.stdout.splitlines()]
         assert len(lines) == 2
@@ -144,19 +138,19 @@ def test_dead_letters_redriven_land_once_or_return_once(settings, tmp_root):
         fix = tmp_root / f"{names.prefix}-fix.jsonl"
         fix.write_text(json.dumps({"id": by_type["form"], "value": {**bad_email, "email": "ann@example.com"}}) + "\n")
         # The corrected payload lands; the still-invalid one is sent back as it is.
-        out = cli(worker, "dlq", "redrive", "--fix", str(fix))
+        out = run_cli(worker.env, "dlq", "redrive", "--fix", str(fix))
         assert out.returncode == 0 and out.stdout.startswith("1 re-driven (1 with a fix)"), out.stdout + out.stderr
-        out = cli(worker, "dlq", "redrive", "--type", "sms_delivered")
+        out = run_cli(worker.env, "dlq", "redrive", "--type", "sms_delivered")
         assert out.stdout.startswith("1 re-driven"), out.stdout
         asyncio.run(wait_drained(settings.kafka_bootstrap, names.app_id, names.events))
         # Again: nothing is sent twice, and the one that failed its re-drive is not looped.
-        out = cli(worker, "dlq", "redrive")
+        out = run_cli(worker.env, "dlq", "redrive")
         assert out.stdout.startswith("0 re-driven") and "2 already re-driven, 1 that failed a re-drive" in out.stdout
         asyncio.run(wait_drained(settings.kafka_bootstrap, names.app_id, names.events))
-        listed = cli(worker, "dlq", "list").stdout.splitlines()
+        listed = run_cli(worker.env, "dlq", "list").stdout.splitlines()
         again = [line for line in listed if "failed again" in line]
         assert len(listed) == 3 and len(again) == 1 and "sms_delivered" in again[0]
-        res = cli(worker, "sql", "--format", "json",
+        res = run_cli(worker.env, "sql", "--format", "json",
                   "SELECT event_id, email, count() AS n FROM {db}.event_log FINAL GROUP BY event_id, email "
                   "ORDER BY event_id")
         assert [json.loads(line) for line in res.stdout.splitlines()] == [

@@ -3,7 +3,6 @@ whatever the arrival order, delivered twice, or across a worker restart; manual 
 from __future__ import annotations
 
 import subprocess
-import sys
 import uuid
 from datetime import timedelta
 
@@ -15,7 +14,7 @@ from streams.produce import publish
 from streams.topics import Topics, ensure_topics
 from tests import story
 from tests.examples import wait_drained
-from tests.support import WorkerProcess
+from tests.support import WorkerProcess, run_cli
 
 LATENESS = timedelta(minutes=5)
 
@@ -24,14 +23,10 @@ def keyed(ev: dict) -> tuple[bytes, bytes]:
     return partition_key(ev["account_id"], ev.get("email"), ev.get("contact_id")), orjson.dumps(ev)
 
 
-def cli(worker: WorkerProcess, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "autologs.cli", *args], env=worker.env, capture_output=True,
-                          text=True, timeout=120)
-
 
 def live_sql(worker: WorkerProcess, query: str) -> list[dict]:
     """Read through the running worker (it holds the embedded engine)."""
-    out = cli(worker, "sql", "--format", "json", query)
+    out = run_cli(worker.env, "sql", "--format", "json", query)
     assert out.returncode == 0, out.stderr
     return [orjson.loads(line) for line in out.stdout.splitlines() if line.strip()]
 
@@ -59,7 +54,7 @@ class Story:
             await wait_drained(self.settings.kafka_bootstrap, self.names.app_id, topic)
 
     def remove_bob(self, worker: WorkerProcess) -> subprocess.CompletedProcess:
-        return cli(worker, "contacts", "remove", "--account", story.ACCOUNT, "--scenario", "sc-welcome",
+        return run_cli(worker.env, "contacts", "remove", "--account", story.ACCOUNT, "--scenario", "sc-welcome",
                    "--at", story.REMOVAL_AT.isoformat(), "--by", "ops@example.com",
                    story.BOB, story.ANN, story.DAN)
 
@@ -150,7 +145,7 @@ async def test_removal_of_51_contacts_is_refused_whole(make_story):
     worker = s.worker()
     await s.publish(story.phase_one())
     await s.drained()
-    out = cli(worker, "contacts", "remove", "--account", story.ACCOUNT, "--scenario", "sc-cart",
+    out = run_cli(worker.env, "contacts", "remove", "--account", story.ACCOUNT, "--scenario", "sc-cart",
               story.CAT, *[f"c{n}@example.com" for n in range(50)])
     assert out.returncode == 2
     assert "51 contacts given; at most 50 per request" in out.stderr and "Nothing was removed" in out.stderr
