@@ -41,7 +41,7 @@ class PipelineStats:
     late_events: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class Held:
     """One valid event (or removal command) waiting for its turn, with the handle to acknowledge."""
 
@@ -124,13 +124,12 @@ class Pipeline:
             await self.send_dead_letters(invalid)
         done = [tokens_of[id(m)] for m, _ in invalid]
 
-        touched: set[int] = set()
-        for ev, msg in checked.events:
-            self.held.add(msg.partition, to_ms(ev.occurred_at), ev.event_id,
-                          Held(ev, Source(msg.topic, msg.partition, msg.offset), tokens_of[id(msg)]))
-            touched.add(msg.partition)
+        sources = [Source(m.topic, m.partition, m.offset) for _, m in checked.events]
+        self.held.add_many([(src.partition, to_ms(ev.occurred_at), ev.event_id, Held(ev, src, tokens_of[id(m)]))
+                            for (ev, m), src in zip(checked.events, sources)])
+        touched = {src.partition for src in sources}
         released = [item for p in sorted(touched) for item in self.held.release(p)]
-        log_rows = [event_log_row(ev, Source(m.topic, m.partition, m.offset)) for ev, m in checked.events]
+        log_rows = [event_log_row(ev, src) for (ev, _), src in zip(checked.events, sources)]
         self.stats.messages += len(batch)
         self.stats.events += len(checked.events)
         self.stats.dead_letters += len(invalid)

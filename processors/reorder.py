@@ -29,9 +29,19 @@ class ReorderBuffer:
         return sum(len(h) for h in self._heaps.values())
 
     def add(self, partition: int, t_ms: int, event_id: str, item: Any) -> None:
-        heapq.heappush(self._heaps.setdefault(partition, []), (t_ms, event_id, next(self._seq), item))
-        self._watermark[partition] = max(self._watermark.get(partition, 0), min(t_ms, self._wall_ms()))
-        self._last_arrival[partition] = self._monotonic()
+        self.add_many([(partition, t_ms, event_id, item)])
+
+    def add_many(self, entries: list[tuple[int, int, str, Any]]) -> None:
+        """(partition, event time, event_id, item) of one batch: the clocks are read once."""
+        wall, now, seq, push = self._wall_ms(), self._monotonic(), self._seq, heapq.heappush
+        for partition, t_ms, event_id, item in entries:
+            heap = self._heaps.get(partition)
+            if heap is None:
+                heap = self._heaps[partition] = []
+            push(heap, (t_ms, event_id, next(seq), item))
+            if t_ms > self._watermark.get(partition, 0):
+                self._watermark[partition] = min(t_ms, wall)
+            self._last_arrival[partition] = now
 
     def partitions(self) -> list[int]:
         return [p for p, h in self._heaps.items() if h]
