@@ -16,31 +16,34 @@ START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 README = Path(os.environ.get("BENCH_README") or Path(__file__).resolve().parents[1] / "README.md")
 
 # key: (what it is, unit, direction, goal). A goal is a number or the name of another key of the same
-# run (replay >= ingest). 50,000 events/s is the README's goal; replay >= ingest is the benchmark
-# issue's; the others are the harness's working goals until the lead sets them (change them here).
+# run (replay >= ingest). From the README: 50,000 events/s of ingest, 500k rows/s of CSV; from the
+# benchmark issue: replay >= ingest. The others are the harness's working goals until set (change them here).
 GOALS: dict[str, tuple[str, str, str, float | str]] = {
     "ingest_events_per_s": ("ingest, Faust worker (Kafka to event_log)", "events/s", ">=", 50_000),
-    "ingest_ratio_vs_raw": ("ingest vs a plain aiokafka loop doing the same work", "x", ">=", 0.8),
-    "ingest_ratio_vs_quixstreams": ("ingest vs quixstreams doing the same work", "x", ">=", 1.0),
-    "freshness_p50_s": ("freshness p50, produced to queryable, at half the max rate", "s", "<=", 1.0),
-    "freshness_p99_s": ("freshness p99", "s", "<=", 5.0),
-    "page_ms_p50_1m": ("event-log page (email + a month), 1M rows, p50", "ms", "<=", 100),
-    "page_ms_p99_1m": ("event-log page, 1M rows, p99", "ms", "<=", 300),
-    "page_ms_p50_10m": ("event-log page, 10M rows, p50", "ms", "<=", 100),
-    "page_ms_p99_10m": ("event-log page, 10M rows, p99", "ms", "<=", 300),
-    "contacts_page_ms_p50_1m": ("contacts-in-scenarios page, 1M enrollments, p50", "ms", "<=", 100),
-    "csv_rows_per_s": ("CSV dump of a 1M-row range", "rows/s", ">=", 100_000),
+    "ingest_ratio_vs_raw": ("ingest vs a plain aiokafka loop (validation + event-log insert)", "x", ">=", 0.8),
+    "ingest_ratio_vs_quixstreams": ("ingest vs quixstreams (validation + event-log insert)", "x", ">=", 1.0),
+    # Goals from the issues: freshness p99 <= 2 s; a filtered page (date range + email, 50 rows) <= 20 ms
+    # median on 10M events; a contacts page <= 50 ms on 1M enrollments. p50 freshness and p99 pages are
+    # shown against the same bounds for context.
+    "freshness_p50_s": ("freshness p50, produced to queryable, at half the max rate", "s", "<=", 2.0),
+    "freshness_p99_s": ("freshness p99", "s", "<=", 2.0),
+    "page_ms_p50_1m": ("event-log page (email + a month), 1M rows, p50", "ms", "<=", 20),
+    "page_ms_p99_1m": ("event-log page, 1M rows, p99", "ms", "<=", 50),
+    "page_ms_p50_10m": ("event-log page, 10M rows, p50", "ms", "<=", 20),
+    "page_ms_p99_10m": ("event-log page, 10M rows, p99", "ms", "<=", 50),
+    "contacts_page_ms_p50_1m": ("contacts-in-scenarios page, 1M enrollments, p50", "ms", "<=", 50),
+    "csv_rows_per_s": ("CSV dump of a 1M-row range (10M-row table)", "rows/s", ">=", 500_000),
     "csv_rss_growth_mb": ("CSV dump: peak RSS growth", "MB", "<=", 100),
     "replay_events_per_s": ("full replay (shadow tables, verified, swapped)", "events/s", ">=", "ingest_events_per_s"),
 }
 # Figures shown without a goal (context for the ones above).
 EXTRA: dict[str, tuple[str, str]] = {
-    "raw_loop_events_per_s": ("plain aiokafka loop (same validation, rows, insert)", "events/s"),
-    "quixstreams_events_per_s": ("quixstreams app (same validation, rows, insert)", "events/s"),
+    "raw_loop_events_per_s": ("plain aiokafka loop (validation, rows, event-log insert)", "events/s"),
+    "quixstreams_events_per_s": ("quixstreams app (validation, rows, event-log insert)", "events/s"),
     "scenarios_page_ms_p50_1m": ("scenario-log page (email + a month), 1M rows, p50", "ms"),
     "scenarios_page_ms_p50_10m": ("scenario-log page (email + a month), 10M rows, p50", "ms"),
     "events_account_page_ms_p50_10m": ("event-log page without email (account, 7 days), 10M rows, p50", "ms"),
-    "replay_ratio_vs_ingest": ("replay / ingest", "x"),
+    "replay_ratio_vs_ingest": ("replay / ingest (the same Pipeline without Faust)", "x"),
 }
 
 
@@ -117,6 +120,9 @@ def render_table(out: dict) -> str:
         for k, r in runs.items():
             rel = f"{r['events_per_s'] / faust:.2f}×" if faust else "–"
             lines.append(f"| {k} | {r['events_per_s']:,.0f} | {rel} | {r['seconds']:.1f} | {r.get('count_final', 0):,} |")
+        lines += ["", "The raw loop and the quixstreams app write the event log only; the Faust worker and the replay "
+                  "also derive the scenario log and the enrollment state (processors.pipeline), so the replay "
+                  "(the same Pipeline on a plain aiokafka consumer) is the like-for-like baseline of the worker."]
     return "\n".join(lines) + "\n"
 
 

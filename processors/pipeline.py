@@ -134,7 +134,14 @@ class Pipeline:
         self.stats.events += len(checked.events)
         self.stats.dead_letters += len(invalid)
         self.stats.commands += len(command_batch)
-        return done + await self._derive_and_write(log_rows, released, removals)
+        # The event log does not wait for the derivation: it is what "freshness" measures.
+        await self._write_event_log(log_rows)
+        return done + await self._derive_and_write([], released, removals)
+
+    async def _write_event_log(self, log_rows: list[list]) -> None:
+        if self.on_logged and log_rows:
+            self.on_logged(log_rows)
+        await self.event_sink.write(log_rows)
 
     @staticmethod
     def _removal_event(command: RemoveContact, state: dict) -> AutomationRemoved:
@@ -174,9 +181,7 @@ class Pipeline:
             if dirty:
                 changed[key] = dump_state(state)
         # Rows first, contact states after: a crash in between re-derives the same rows.
-        if self.on_logged and log_rows:
-            self.on_logged(log_rows)
-        await self.event_sink.write(log_rows)
+        await self._write_event_log(log_rows)  # the removals' automation_removed events
         await self.scenario_sink.write(derived.scenario_rows)
         await self.enrollment_sink.write(derived.enrollment_rows)
         for key, raw in changed.items():

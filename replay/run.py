@@ -125,7 +125,9 @@ class Replay:
             swapped = True
             # Events that arrived meanwhile, read in place into the swapped tables.
             self._keep_manifest = False
+            main_pass = self.pipeline.stats
             self.pipeline = self._pipeline(self.pipeline.settings, "")
+            self.pipeline.stats = main_pass  # one report for both passes
             caught_up = await self._catch_up()
         self.checkpoint.unlink(missing_ok=True)
         self._set_phase("done")

@@ -28,6 +28,8 @@ def create_app(settings: Settings) -> faust.App:
         web_in_thread=False,
         stream_buffer_maxsize=max(settings.sink_max_rows * 5, 100_000),  # measured: +9% throughput
         table_cleanup_interval=30.0,
+        # Held events are acknowledged only once derived; at shutdown they are simply read again.
+        stream_wait_empty=False,
     )
 
 

@@ -8,6 +8,9 @@ then times the same pages against each database (the read code is unchanged: `{d
 Variants:
 - `day`: event_log ORDER BY (account_id, toDate(occurred_at), email, occurred_at, event_id) — the day
   before the email, so a time range prunes granules without an email, and an email costs one seek per day;
+- `time`: event_log ORDER BY (account_id, occurred_at, event_id) (what a copy keyed by time, fed by a
+  materialized view, would give account-wide pages and CSV dumps); `events_account_1h` asks only the last
+  hour of the range (what a page that widens its window until it has limit+1 rows would ask first);
 - `sc_bloom1`: scenario_log with its email bloom filter at GRANULARITY 1 (instead of 4);
 - `sc_email`: scenario_log ORDER BY (account_id, email, occurred_at, scenario_id, source_event_id) (what a
   copy keyed by contact, fed by a materialized view, would give the email-filtered scenario page).
@@ -67,11 +70,13 @@ def main() -> None:
     el, sl = _ddl(ch, "event_log"), _ddl(ch, "scenario_log")
     day = re.sub(r"ORDER BY \(account_id, email, occurred_at, event_id\)",
                  "ORDER BY (account_id, toDate(occurred_at), email, occurred_at, event_id)", el)
+    by_time = re.sub(r"ORDER BY \(account_id, email, occurred_at, event_id\)",
+                     "ORDER BY (account_id, occurred_at, event_id)", el)
     bloom1 = sl.replace("TYPE bloom_filter GRANULARITY 4", "TYPE bloom_filter GRANULARITY 1")
     by_email = re.sub(r"ORDER BY \(account_id, scenario_id, occurred_at, source_event_id\)",
                       "ORDER BY (account_id, email, occurred_at, scenario_id, source_event_id)", sl)
-    assert day != el and bloom1 != sl and by_email != sl, "the DDL changed: update the patterns"
-    for db, table, ddl in (("day", "event_log", day), ("sc_bloom1", "scenario_log", bloom1),
+    assert day != el and by_time != el and bloom1 != sl and by_email != sl, "the DDL changed: update the patterns"
+    for db, table, ddl in (("day", "event_log", day), ("time", "event_log", by_time), ("sc_bloom1", "scenario_log", bloom1),
                            ("sc_email", "scenario_log", by_email)):
         variant(ch, db, table, ddl.replace("cur.", f"`{db}`.", 1).replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS", 1),
                 args.rows)
@@ -83,12 +88,16 @@ def main() -> None:
     p = args.pages
     ev_email = [(a, {"email": e, "from": first, "to": last}) for a, e in contacts]
     ev_account = [(a, {"from": week, "to": last}) for a, _ in contacts[: p // 2 + 1]]
+    ev_account_1h = [(a, {"from": f"{last}T23:00:00+00:00", "to": last}) for a, _ in contacts[: p // 2 + 1]]
     sc_email = [(a, {"email": e, "from": first, "to": last}) for a, e in contacts[: p // 2 + 1]]
     sc_scen = [(a, {"scenario": f"auto-{a}-{i % dataset.SCENARIOS_PER_ACCOUNT}", "from": first, "to": last})
                for i, (a, _) in enumerate(contacts[: p // 2 + 1])]
     plan = {"cur": [("events_email", "events", ev_email), ("events_account", "events", ev_account),
+                    ("events_account_1h", "events", ev_account_1h),
                     ("scenarios_email", "scenarios", sc_email), ("scenarios_scenario", "scenarios", sc_scen)],
             "day": [("events_email", "events", ev_email), ("events_account", "events", ev_account)],
+            "time": [("events_email", "events", ev_email), ("events_account", "events", ev_account),
+                     ("events_account_1h", "events", ev_account_1h)],
             "sc_bloom1": [("scenarios_email", "scenarios", sc_email), ("scenarios_scenario", "scenarios", sc_scen)],
             "sc_email": [("scenarios_email", "scenarios", sc_email), ("scenarios_scenario", "scenarios", sc_scen)]}
     out: dict = {}
@@ -98,7 +107,7 @@ def main() -> None:
             r = measure(c, view, calls)
             out.setdefault(db, {})[name] = {"p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"], "rows": r["rows_per_page"]}
             log(f"{db} {name}: p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms")
-    # CSV dump of the newest csv_rows rows of acct-1, current key vs `day`.
+    # CSV dump of the newest csv_rows rows of acct-1, current key vs `day` and `time`.
     import io
 
     from query.csv_export import export_csv
@@ -106,7 +115,7 @@ def main() -> None:
     (start,), = ch.rows("SELECT min(t) FROM (SELECT occurred_at AS t FROM {db}.event_log WHERE account_id = 'acct-1' "
                         "ORDER BY occurred_at DESC LIMIT {k:UInt64})", {"k": args.csv_rows})
     params = {"from": start.isoformat(timespec="milliseconds") + "+00:00", "to": last}
-    for db in ("cur", "day"):
+    for db in ("cur", "day", "time"):
         c = ClickHouse(settings, database=db)
         t0 = time.perf_counter()
         n = export_csv(c, "events", "acct-1", params, io.BytesIO())
