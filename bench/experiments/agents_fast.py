@@ -10,7 +10,7 @@ Run through bench.experiments.worker (BENCH_AGENTS_MODULE=bench.experiments.agen
                                 per message only when the array fails (then validate_batch as today)
   BENCH_INSERT=rows|columns     columns: column-oriented insert (zip(*rows)) with a reused insert context
   BENCH_BUFFER=N                Faust stream_buffer_maxsize (default: AUTOLOGS_SINK_MAX_ROWS)
-  BENCH_DRAIN=fast              faust's fetcher loop without one wait_first per message (drain_patch.py;
+  BENCH_DRAIN=fast              faust's fetcher loop without one wait_first per message (streams/faust_patches.py;
                                 experiment only, not rebalance-safe)
 Ack-after-write is kept in every combination: a batch is acknowledged only once its rows are written.
 """
@@ -42,7 +42,7 @@ if os.environ.get("BENCH_BUFFER"):
     app.conf.stream_buffer_maxsize = int(os.environ["BENCH_BUFFER"])
 
 if os.environ.get("BENCH_DRAIN") == "fast":
-    from bench.experiments import drain_patch
+    from streams import faust_patches as drain_patch
 
     drain_patch.install()
 
