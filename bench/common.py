@@ -173,3 +173,11 @@ def run_child(name: str, module: str, args: list[str], env: dict[str, str], out:
     result = json.loads(out.read_text())
     result["process_s"] = round(time.monotonic() - began, 1)
     return result
+
+
+def finish_child(out_path, result: dict, ch) -> dict:
+    """End of a benchmark child process: its figures to the JSON file the parent reads, the engine closed."""
+    with open(out_path, "w") as f:
+        json.dump(result, f, indent=2)
+    ch.close()
+    return result

@@ -13,12 +13,13 @@ row's time: what "export the last days of my log" does), to a file on disk. Meas
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import threading
 import time
 from datetime import timezone
+
+from bench.common import finish_child
 
 
 def log(msg: str) -> None:
@@ -115,10 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     log(f"{rows:,} rows in {elapsed:.1f}s = {out['rows_per_s']:,.0f} rows/s ({out['mb_per_s']} MB/s), "
         f"RSS {out['rss_before_mb']} -> peak {out['rss_peak_mb']} MB (+{out['rss_growth_mb']} MB)")
-    with open(args.out, "w") as f:
-        json.dump(out, f, indent=2)
-    ch.close()
-    return out
+    return finish_child(args.out, out, ch)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import time
 
 
 async def run(group: str, max_rows: int, max_seconds: float) -> None:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import AIOKafkaConsumer
 
     from autologs.clickhouse import ClickHouse
     from autologs.config import get_settings

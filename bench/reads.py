@@ -20,7 +20,6 @@ Writes {case: {p50_ms, p99_ms, ...}, tables: {...}} to --out.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import random
 import sys
@@ -28,6 +27,7 @@ import time
 from datetime import timedelta
 
 from bench import dataset
+from bench.common import finish_child
 
 
 def log(msg: str) -> None:
@@ -152,10 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
         out[name] = measure(ch, view, cases)
         log(f"{name}: p50 {out[name]['p50_ms']:.1f} ms, p99 {out[name]['p99_ms']:.1f} ms over {out[name]['pages']} "
             f"pages ({out[name]['rows_per_page']} rows/page, {time.monotonic() - began:.1f}s)")
-    with open(args.out, "w") as f:
-        json.dump(out, f, indent=2)
-    ch.close()
-    return out
+    return finish_child(args.out, out, ch)
 
 
 if __name__ == "__main__":

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import time
 from dataclasses import asdict
+
+from bench.common import finish_child
 
 
 def log(msg: str) -> None:
@@ -59,10 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
            "contacts_states": len(run.states)}
     log(f"{report.messages_read:,} messages in {report.seconds:.1f}s = {report.events_per_s:,.0f} events/s "
         f"(phases {phases}); count FINAL = {count:,} ({'ok' if count == args.expect else 'MISMATCH'})")
-    with open(args.out, "w") as f:
-        json.dump(out, f, indent=2)
-    ch.close()
-    return out
+    return finish_child(args.out, out, ch)
 
 
 if __name__ == "__main__":

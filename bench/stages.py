@@ -6,7 +6,6 @@ Runs in its own process with its own chdb data dir (a temp dir, removed at the e
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import shutil
@@ -14,7 +13,6 @@ import sys
 import tempfile
 import time
 from datetime import datetime, timezone
-from itertools import islice
 
 
 def _best(fn, repeat: int) -> float:
