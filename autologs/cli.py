@@ -116,12 +116,17 @@ def worker(loglevel: str) -> None:
 
     from streams.faust_patches import install
 
-    install()  # the consumer loop without two tasks per message (streams/faust_patches.py)
+    try:
+        install()  # batch delivery to the ingest agent (streams/faust_patches.py)
+    except RuntimeError as exc:
+        _fail(str(exc))
 
     import processors.agents  # noqa: F401  (registers the agents and the table)
     import streams.web  # noqa: F401  (registers the pages)
     from streams.app import app
+    from autologs import gcpolicy
 
+    gcpolicy.install(settings.gc_interval_s)  # after the imports: they are frozen, never scanned again
     Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
 
 
@@ -407,6 +412,9 @@ def replay_command(date_from, date_to, chosen, in_place, resume) -> None:
         except ClickHouseUnavailable as exc:
             _fail(f"{exc} A replay needs the data: start the worker (`autologs worker`) and run the replay "
                   "again, it will run inside it.")
+        from autologs import gcpolicy
+
+        gcpolicy.install(settings.gc_interval_s)
         bar = _ReplayBar()
         try:
             run, result = asyncio.run(replay(settings, ch, t_from, t_to, list(chosen) or None, in_place, resume,

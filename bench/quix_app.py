@@ -1,11 +1,13 @@
 """Peer: a quixstreams Application doing the worker's job.
 
 Consume raw bytes -> a BatchingSink whose flush (at each checkpoint: every --commit-every messages
-or --commit-interval seconds) validates the whole checkpoint with processors.validate.validate_batch,
-dead-letters the invalid ones (delivered before the commit), builds rows with schemas.rows.event_log_row
-and writes them in ONE insert into event_log (ClickHouse.insert, as the worker does). Quix commits
-the offsets only after the sink's flush returned. Own chdb data dir (AUTOLOGS_DATA_DIR).
-Runs until SIGTERM/SIGINT (quix handles them) or --max-seconds; reports JSON lines on stdout.
+or --commit-interval seconds) runs the whole checkpoint through processors.pipeline.Pipeline.handle,
+the worker's own batch step (validation, dead letters delivered before the commit, event-log rows,
+reorder buffer, scenario log and enrollment state, the same inserts), then `release_idle`. The contact
+states live in a dict. Quix commits the checkpoint's offsets after the flush returns, held events
+included (a sink cannot commit less than its checkpoint): a crash would lose their derivation, which
+the worker does not allow. Same settings and GC policy as the worker; own chdb data dir
+(AUTOLOGS_DATA_DIR). Runs until SIGTERM/SIGINT (quix handles them) or --max-seconds; JSON lines on stdout.
 
 python -m bench.quix_app --group GROUP [--commit-every N] [--commit-interval S] [--max-seconds S]
 """
@@ -34,8 +36,9 @@ def main() -> None:
     from autologs.migrate import migrate
     from bench.common import emit
     from processors.deadletters import dead_letter_headers
-    from processors.validate import RawMessage, validate_batch
-    from schemas.rows import EVENT_LOG_COLUMNS, Source, event_log_row
+    from autologs import gcpolicy
+    from processors.pipeline import Pipeline
+    from processors.validate import RawMessage
     from streams.topics import ensure_topics, topics
     import asyncio
 
@@ -45,34 +48,32 @@ def main() -> None:
     ch = ClickHouse(settings)
     migrate(ch)
 
-    class EventLogSink(BatchingSink):
-        written = 0
+    gcpolicy.install(settings.gc_interval_s)
+    loop = asyncio.new_event_loop()
+    dlq = Producer({"bootstrap.servers": settings.kafka_bootstrap, "acks": "all", "enable.idempotence": True})
 
-        def __init__(self):
-            super().__init__()
-            self.dlq = Producer({"bootstrap.servers": settings.kafka_bootstrap, "acks": "all",
-                                 "enable.idempotence": True})
+    async def send_dead_letters(invalid) -> None:
+        for m, reason in invalid:
+            dlq.produce(t.dead_letters, key=m.key, value=m.value or b"", headers=dead_letter_headers(m, reason))
+        if dlq.flush(30) > 0:
+            raise RuntimeError("dead letters not delivered")
 
-        def write(self, batch):  # unused: flush() writes every partition's batch in one insert
+    pipeline = Pipeline(settings, ch, send_dead_letters, {}, commands_topic=t.commands)
+
+    class PipelineSink(BatchingSink):
+        def write(self, batch):  # unused: flush() hands every partition's batch to the pipeline at once
             raise NotImplementedError
 
         def flush(self):
             try:
                 msgs = [RawMessage(b.topic, b.partition, item.offset, item.key, item.value, item.timestamp)
                         for b in self._batches.values() for item in b._buffer]
-                if not msgs:
-                    return
-                checked = validate_batch(msgs)
-                for m, reason in checked.invalid:
-                    self.dlq.produce(t.dead_letters, key=m.key, value=m.value or b"",
-                                     headers=dead_letter_headers(m, reason))
-                if checked.invalid and self.dlq.flush(30) > 0:
-                    raise RuntimeError("dead letters not delivered")
-                rows = [event_log_row(ev, Source(m.topic, m.partition, m.offset)) for ev, m in checked.events]
-                if rows:
-                    ch.insert("event_log", rows, EVENT_LOG_COLUMNS)
-                EventLogSink.written += len(rows)
-                emit(rows_written=EventLogSink.written, batch=len(msgs), dead_letters=len(checked.invalid))
+                if msgs:
+                    loop.run_until_complete(pipeline.handle([(m, m) for m in msgs]))
+                loop.run_until_complete(pipeline.release_idle())
+                if msgs:
+                    emit(rows_written=pipeline.event_sink.stats.rows_written, batch=len(msgs),
+                         dead_letters=pipeline.stats.dead_letters)
             finally:
                 self._batches.clear()
 
@@ -88,7 +89,7 @@ def main() -> None:
         auto_create_topics=False,
     )
     topic = app.topic(t.events, key_deserializer="bytes", value_deserializer="bytes")
-    app.dataframe(topic).sink(EventLogSink())
+    app.dataframe(topic).sink(PipelineSink())
     timer = threading.Timer(args.max_seconds, lambda: os.kill(os.getpid(), signal.SIGTERM))
     timer.daemon = True
     timer.start()
@@ -97,7 +98,7 @@ def main() -> None:
         app.run()
     finally:
         timer.cancel()
-        emit(status="stopped", rows_written=EventLogSink.written)
+        emit(status="stopped", rows_written=pipeline.event_sink.stats.rows_written)
         ch.close()
 
 

@@ -1,9 +1,12 @@
-"""Baseline: a plain aiokafka consumer loop doing the worker's job, without Faust.
+"""Baseline: a plain aiokafka consumer loop doing the worker's whole job, without Faust.
 
-getmany (large max_records) -> processors.validate.validate_batch -> dead letters (delivered) ->
-schemas.rows.event_log_row -> the same INSERT into event_log (ClickHouse.insert, in its thread) ->
-manual commit of the batch's offsets. Same settings as the worker (AUTOLOGS_* environment); its own
-chdb data dir. Runs until SIGTERM/SIGINT or --max-seconds; reports JSON lines on stdout.
+getmany (large max_records) -> processors.pipeline.Pipeline.handle, the worker's own batch step
+(validation, dead letters delivered, event-log rows, event-time reorder buffer, scenario log and
+enrollment state, the same ClickHouse inserts in the same thread) -> commit, per partition, up to the
+first message still held by the reorder buffer. The contact states live in a dict (no changelog: that
+durability is part of what the worker pays for). Held events are released by `Pipeline.release_idle`
+when getmany comes back empty, as the worker's timer does. Same settings and GC policy as the worker
+(AUTOLOGS_*); its own chdb data dir. Runs until SIGTERM/SIGINT or --max-seconds; JSON lines on stdout.
 
 python -m bench.raw_loop --group GROUP [--max-rows N] [--max-seconds S]
 """
@@ -16,15 +19,16 @@ import time
 
 
 async def run(group: str, max_rows: int, max_seconds: float) -> None:
-    from aiokafka import AIOKafkaConsumer
+    from aiokafka import AIOKafkaConsumer, TopicPartition
 
+    from autologs import gcpolicy
     from autologs.clickhouse import ClickHouse
     from autologs.config import get_settings
     from autologs.migrate import migrate
     from bench.common import emit
     from processors.deadletters import dead_letter_headers
-    from processors.validate import RawMessage, validate_batch
-    from schemas.rows import EVENT_LOG_COLUMNS, Source, event_log_row
+    from processors.pipeline import Pipeline
+    from processors.validate import RawMessage
     from streams.produce import new_producer
     from streams.topics import ensure_topics, topics
 
@@ -32,10 +36,18 @@ async def run(group: str, max_rows: int, max_seconds: float) -> None:
     await ensure_topics(settings)
     ch = ClickHouse(settings)
     migrate(ch)
+    gcpolicy.install(settings.gc_interval_s)
     t = topics(settings)
     producer = new_producer(settings)
     await producer.start()
-    consumer = AIOKafkaConsumer(t.events, bootstrap_servers=settings.kafka_bootstrap, group_id=group,
+
+    async def send_dead_letters(invalid) -> None:
+        pending = [await producer.send(t.dead_letters, key=m.key, value=m.value or b"",
+                                       headers=dead_letter_headers(m, reason)) for m, reason in invalid]
+        await asyncio.gather(*pending)
+
+    pipeline = Pipeline(settings, ch, send_dead_letters, {}, commands_topic=t.commands)
+    consumer = AIOKafkaConsumer(t.events, t.commands, bootstrap_servers=settings.kafka_bootstrap, group_id=group,
                                 enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     stop = asyncio.Event()
@@ -43,32 +55,39 @@ async def run(group: str, max_rows: int, max_seconds: float) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     deadline = time.monotonic() + max_seconds
-    written = 0
+    in_flight: dict[TopicPartition, set[int]] = {}  # offsets read and not yet done (held)
+    next_offset: dict[TopicPartition, int] = {}
+    committed: dict[TopicPartition, int] = {}
+
+    async def finish(done) -> None:
+        for m in done:
+            in_flight[TopicPartition(m.topic, m.partition)].discard(m.offset)
+        offsets = {tp: (min(held) if held else next_offset[tp]) for tp, held in in_flight.items()}
+        offsets = {tp: o for tp, o in offsets.items() if committed.get(tp) != o}
+        if offsets:
+            await consumer.commit(offsets)
+            committed.update(offsets)
+
     emit(status="ready")
     try:
         while not stop.is_set() and time.monotonic() < deadline:
             batches = await consumer.getmany(timeout_ms=settings.sink_max_delay_ms, max_records=max_rows)
             if not batches:
+                await finish(await pipeline.release_idle())
                 continue
             msgs = [RawMessage(tp.topic, tp.partition, m.offset, m.key, m.value, m.timestamp)
                     for tp, ms in batches.items() for m in ms]
-            checked = validate_batch(msgs)
-            if checked.invalid:
-                pending = [await producer.send(t.dead_letters, key=m.key, value=m.value or b"",
-                                               headers=dead_letter_headers(m, reason))
-                           for m, reason in checked.invalid]
-                await asyncio.gather(*pending)
-            rows = [event_log_row(ev, Source(m.topic, m.partition, m.offset)) for ev, m in checked.events]
-            if rows:
-                await ch.run(ch.insert, "event_log", rows, EVENT_LOG_COLUMNS)
-            await consumer.commit({tp: ms[-1].offset + 1 for tp, ms in batches.items()})
-            written += len(rows)
-            emit(rows_written=written, batch=len(msgs), dead_letters=len(checked.invalid))
+            for tp, ms in batches.items():
+                in_flight.setdefault(tp, set()).update(m.offset for m in ms)
+                next_offset[tp] = ms[-1].offset + 1
+            await finish(await pipeline.handle([(m, m) for m in msgs]))
+            emit(rows_written=pipeline.event_sink.stats.rows_written, batch=len(msgs),
+                 dead_letters=pipeline.stats.dead_letters)
     finally:
         await consumer.stop()
         await producer.stop()
         ch.close()
-        emit(status="stopped", rows_written=written)
+        emit(status="stopped", rows_written=pipeline.event_sink.stats.rows_written)
 
 
 def main() -> None:

@@ -4,20 +4,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from typing import AsyncIterator
 
+from autologs import gcpolicy
 from autologs.clickhouse import ClickHouse
 from processors.deadletters import dead_letter_headers
 from processors.pipeline import Pipeline
 from processors.validate import RawMessage
 from streams.app import app, settings
 from streams.channels import dead_letters_topic, sources_topic
+from streams.faust_patches import deliver_in_batches
+from streams.inbox import BatchInbox
 from streams.tables import enrollments
 from streams.topics import topics
 
 log = logging.getLogger("autologs.agents")
 
 _pipeline: Pipeline | None = None
-_stream = None  # the agent's stream: acknowledgements go through it
+_inbox: BatchInbox | None = None  # filled by the consumer loop once the agent has started
 
 
 async def send_dead_letters(invalid: list[tuple[RawMessage, str]]) -> None:
@@ -41,7 +45,8 @@ def pipeline_stats() -> dict:
     p = pipeline()
     return {**p.stats.__dict__, "held": len(p.held), "rows_written": p.event_sink.stats.rows_written,
             "sink_failures": sum(s.stats.failures for s in (p.event_sink, p.scenario_sink, p.enrollment_sink)),
-            "sink_last_error": p.event_sink.stats.last_error or p.scenario_sink.stats.last_error}
+            "sink_last_error": p.event_sink.stats.last_error or p.scenario_sink.stats.last_error,
+            "gc": gcpolicy.stats.__dict__}
 
 
 def crash_loudly(agent: str, exc: BaseException) -> None:
@@ -52,32 +57,62 @@ def crash_loudly(agent: str, exc: BaseException) -> None:
     os._exit(70)
 
 
-def _raw(event) -> RawMessage:
-    m = event.message
-    return RawMessage(m.topic, m.partition, m.offset, m.key, m.value, int(m.timestamp * 1000),
-                      tuple(m.headers or ()))
+def _raw(m) -> RawMessage:
+    return RawMessage(m.topic, m.partition, m.offset, m.key, m.value, int(m.timestamp * 1000), tuple(m.headers or ()))
 
 
-async def _ack(events) -> None:
-    """Stream.ack's bookkeeping without a coroutine per event (measured: +9% throughput)."""
-    on_event_out, on_message_out = _stream._on_stream_event_out, _stream._on_message_out
-    for e in events:
-        last = e.ack()
-        m = e.message
-        on_event_out(m.tp, m.offset, _stream, e)
-        if last:
+async def _ack(messages) -> None:
+    """The offsets become committable (Faust commits acknowledged offsets only); sensors see them out."""
+    ack, on_message_out = app.consumer.ack, app.sensors.on_message_out
+    for m in messages:
+        if ack(m):
             on_message_out(m.tp, m.offset, m)
+
+
+def _start_batches(stream) -> BatchInbox:
+    global _inbox
+    _inbox = BatchInbox(maxsize=max(settings.sink_max_rows * 5, 100_000), batch_rows=settings.sink_max_rows)
+    deliver_in_batches(app, stream.channel, _inbox)
+    return _inbox
+
+
+async def take_batches(inbox: BatchInbox, within: float) -> AsyncIterator[list]:
+    """Batches of fetched messages, tracked as in flight (not acknowledged yet).
+
+    Messages fetched before a rebalance are skipped and acknowledged, as Faust's streams do: the
+    partitions' new owners (or this worker, from the committed offset) read them again.
+    """
+    consumer = app.consumer
+    track = consumer.track_message
+    while True:
+        batch = await inbox.take(within)
+        generation, active = app.consumer_generation_id, app.flow_control.is_active()
+        live, stale = [], []
+        for m in batch:
+            if active and m.generation_id == generation:
+                if not m.tracked:
+                    m.tracked = True
+                    track(m)
+                live.append(m)
+            else:
+                stale.append(m)
+        if stale:
+            await _ack(stale)
+        if live:
+            yield live
 
 
 @app.agent(sources_topic, name="ingest_events")
 async def ingest_events(stream):
-    """Validate events, dead-letter the invalid ones, write the logs and the state; then ack."""
-    global _stream
-    _stream = stream
-    within = settings.sink_max_delay_ms / 1000
-    async for events in stream.noack_take(settings.sink_max_rows, within=within):
+    """Validate events, dead-letter the invalid ones, write the logs and the state; then ack.
+
+    Reads batches from the consumer loop directly (streams/faust_patches.py), not event by event
+    from `stream`, which is here for the agent's place in the app (start, crash, stop).
+    """
+    inbox = _start_batches(stream)
+    async for messages in take_batches(inbox, settings.sink_max_delay_ms / 1000):
         try:
-            done = await pipeline().handle([(_raw(e), e) for e in events])
+            done = await pipeline().handle([(_raw(m), m) for m in messages])
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -88,7 +123,7 @@ async def ingest_events(stream):
 @app.timer(interval=0.5)
 async def release_idle_partitions():
     """Quiet partitions hand over what they hold, so the end of a stream is derived too."""
-    if _stream is None:
+    if _inbox is None:
         return
     try:
         done = await pipeline().release_idle()

@@ -1,12 +1,18 @@
-"""One measured patch of faust-streaming's consumer loop (see bench/README.md and the README).
+"""Two measured patches of faust-streaming's consumer loop (see bench/README.md and the README).
 
-Upstream delivers every message with `wait_first(callback(message), suspend_flow.wait())`: two tasks
-and an `asyncio.wait` per message, so that a rebalance can interrupt a delivery blocked on a full
-stream buffer. Profiled here it was the largest single cost of the worker (about 46 µs of ~130 µs
-per event). This copy of `_drain_messages` (faust-streaming 0.15) awaits the delivery directly when it
-cannot block — flow not suspended, no full stream buffer for the partition, producer buffer not over
-its limit — and keeps upstream's interruptible path otherwise, so a rebalance is never stuck behind a
-blocked delivery. Applied only to the faust-streaming versions it was copied from.
+1. Batch delivery. Topics registered with `deliver_in_batches` skip the conductor: each fetched
+   message is appended to a `BatchInbox` that a batch agent empties (processors/agents.py). Upstream
+   turns every message into an Event, puts it on a queue, and the stream takes it off again with an
+   event-loop turn and sensors per message; measured here that was about a third of the worker's CPU.
+   Subscription, assignment, acknowledgements and commits stay Faust's: the agent tracks and acks the
+   messages themselves (`Consumer.track_message` / `Consumer.ack`).
+2. Upstream delivers every other message with `wait_first(callback(message), suspend_flow.wait())`:
+   two tasks and an `asyncio.wait` per message, so that a rebalance can interrupt a delivery blocked on
+   a full stream buffer. This copy awaits the delivery directly when it cannot block, and keeps the
+   interruptible path otherwise (a full inbox or stream buffer, suspended flow, a producer over its
+   buffer), so a rebalance is never stuck behind a blocked delivery.
+
+This copy of `_drain_messages` is faust-streaming 0.15's; `install` refuses any other series.
 """
 from __future__ import annotations
 
@@ -18,9 +24,34 @@ import faust
 from faust.transport import consumer as fc
 from mode import Service
 
+from streams.inbox import BatchInbox
+
 log = logging.getLogger("autologs.faust_patches")
 PATCHED_SERIES = "0.15."
 _installed = False
+
+
+_inboxes: dict[str, BatchInbox] = {}
+
+
+def deliver_in_batches(app: faust.App, channel, inbox: BatchInbox) -> None:
+    """Messages of `channel`'s topics go straight into `inbox`, not through the conductor.
+
+    The conductor keeps the subscription (so assignment, acks and commits work as for any agent's
+    topic); the consumer loop just never calls its per-message callback for these topics.
+    """
+    if not _installed:
+        raise RuntimeError("batch delivery needs the patched consumer loop: call streams.faust_patches.install() "
+                           "before the worker starts")
+    app.topics.add(channel)
+    app.flow_control.manage_queue(inbox)  # cleared on a rebalance, like the stream buffers
+    for name in channel.topics:
+        _inboxes[name] = inbox
+
+
+async def _room(inbox: BatchInbox, flow_control) -> None:
+    await flow_control.acquire()
+    await inbox.wait_space()
 
 
 def _may_block(consumer, tp) -> bool:
@@ -43,6 +74,9 @@ async def _drain_messages(self, fetcher) -> None:  # pragma: no cover - mirrors 
     set_flag, unset_flag = self.diag.set_flag, self.diag.unset_flag
     commit_every = self._commit_every
     acks_enabled_for = self.app.topics.acks_enabled_for
+    inbox_of = _inboxes.get
+    flow_control = self.app.flow_control
+    producer_buffer = self.app.producer.buffer
     num_since_yield = 0
     try:
         while not (consumer_should_stop() or fetcher_should_stop()):
@@ -55,6 +89,8 @@ async def _drain_messages(self, fetcher) -> None:  # pragma: no cover - mirrors 
                     if num_since_yield > 100:
                         await asyncio.sleep(0)
                         num_since_yield = 0
+                        if producer_buffer.size > producer_buffer.max_messages:  # the conductor's ebb, per 100
+                            await self.wait_first(producer_buffer.wait_until_ebb(), self.suspend_flow.wait())
                     offset = message.offset
                     r_offset = get_read_offset(tp)
                     if r_offset is None or offset >= r_offset:
@@ -64,7 +100,13 @@ async def _drain_messages(self, fetcher) -> None:  # pragma: no cover - mirrors 
                         if commit_every is not None and self._n_acked >= commit_every:
                             self._n_acked = 0
                             await self.commit()
-                        if _may_block(self, tp):
+                        inbox = inbox_of(message.topic)
+                        if inbox is not None:
+                            if inbox.full() or not flow_control.is_active():
+                                await self.wait_first(_room(inbox, flow_control), self.suspend_flow.wait())
+                            if not inbox.full() and flow_control.is_active():  # else: a rebalance came first
+                                inbox.put(message)
+                        elif _may_block(self, tp):
                             await self.wait_first(callback(message), self.suspend_flow.wait())
                         else:
                             await callback(message)  # cannot block: no need for two tasks per message
@@ -82,17 +124,15 @@ async def _drain_messages(self, fetcher) -> None:  # pragma: no cover - mirrors 
         raise
 
 
-def install() -> bool:
-    """Patch the consumer loop if this is the faust-streaming series the copy came from."""
+def install() -> None:
+    """Patch the consumer loop; refuses any faust-streaming series other than the one it was copied from."""
     global _installed
     if _installed:
-        return True
+        return
     if not faust.__version__.startswith(PATCHED_SERIES):
-        log.warning("faust-streaming %s: consumer loop left as upstream (patch made for %sx)", faust.__version__,
-                    PATCHED_SERIES)
-        return False
+        raise RuntimeError(f"faust-streaming {faust.__version__} is installed; autologs needs {PATCHED_SERIES}x "
+                           "(its consumer loop is patched): pip install 'faust-streaming>=0.15,<0.16'")
     fc.Consumer._drain_messages = _drain_messages
     _installed = True
-    log.info("faust-streaming %s: consumer loop patched (no per-message wait_first when delivery cannot block)",
+    log.info("faust-streaming %s: consumer loop patched (batch delivery; no per-message wait_first)",
              faust.__version__)
-    return True
