@@ -97,7 +97,8 @@ def migrate(ch: ClickHouse, ddl_dir: Path = DDL_DIR, progress=None) -> list[Migr
     return pending
 
 
-RETENTION_TABLES = {"event_log": "event_log_ttl_days", "scenario_log": "scenario_log_ttl_days"}
+RETENTION_TABLES = {"event_log": "event_log_ttl_days", "scenario_log": "scenario_log_ttl_days",
+                    "event_log_by_time": "event_log_ttl_days"}  # the dumps' copy of event_log keeps what it keeps
 
 
 def apply_retention(ch: ClickHouse, settings) -> list[str]:

@@ -241,8 +241,8 @@ class Query:
                   *(f"{{{n}:String}}" for n in names[1:])]
         op = ">=" if inclusive else "<"
         cond = f"({', '.join(self.key_sql())}) {op} ({', '.join(values)})"
-        if not inclusive:  # lets ClickHouse prune parts on the time column
-            cond += f" AND {self.spec.time} <= {values[0]}"
+        # implied by the tuple comparison, but lets ClickHouse prune parts and granules on the time column
+        cond += f" AND {self.spec.time} {'>=' if inclusive else '<='} {values[0]}"
         return cond, dict(zip(names, key))
 
     def sql(self, select: str, extra: list[str] = (), tail: str = "") -> str:

@@ -5,6 +5,8 @@ and checksum against what it read (kept in `replay_manifest`), then EXCHANGEs th
 old ones as `<table>__previous`. What the topics received during the replay is then read in place
 (the exactly-once effect makes that safe), so a replay beside live ingestion loses nothing.
 `--in-place` skips the shadow and relies on that effect alone.
+Copies fed by a materialized view (`COPIES`: the dumps' event_log_by_time) get a shadow too, filled from the
+verified shadow source just before the swap, and are swapped with it.
 """
 from __future__ import annotations
 
@@ -31,6 +33,10 @@ from streams.topics import topics
 log = logging.getLogger("autologs.replay")
 
 TABLES = ("event_log", "scenario_log", "enrollment_state")
+# Copies that a materialized view fills from inserts into a table of TABLES (copy -> source). A view fires
+# only for inserts into its own source table, so the shadow copy is filled from the verified shadow source
+# before the swap; after the swap the views feed the swapped tables (they name their tables).
+COPIES = {"event_log_by_time": "event_log"}
 SHADOW = "__replay"
 PREVIOUS = "__previous"
 CHECKPOINT_EVERY_S = 10.0
@@ -121,6 +127,7 @@ class Replay:
             self._set_phase("verifying")
             days = await self.ch.run(self._verify)
             self._set_phase("swapping")
+            await self.ch.run(self._fill_copies)
             await self.ch.run(self._swap)
             swapped = True
             # Events that arrived meanwhile, read in place into the swapped tables.
@@ -242,7 +249,7 @@ class Replay:
 
     # --- shadow tables, manifest, verification, swap ------------------------------------------------
     def _prepare_shadow(self) -> None:
-        for table in TABLES:
+        for table in (*TABLES, *COPIES):
             self.ch.command(f"DROP TABLE IF EXISTS {{db}}.{table}{SHADOW}")
             self.ch.command(f"CREATE TABLE {{db}}.{table}{SHADOW} AS {{db}}.{table}")
         self.ch.command("DROP TABLE IF EXISTS {db}.replay_manifest")
@@ -269,8 +276,18 @@ class Replay:
                                 f"the shadow tables (*{SHADOW}) are kept for inspection.")
         return len(read)
 
+    def _fill_copies(self) -> None:
+        """Each shadow copy = its verified shadow source, rebuilt whole (so a resumed replay fills it once)."""
+        for copy, source in COPIES.items():
+            self.ch.command(f"CREATE TABLE IF NOT EXISTS {{db}}.{copy}{SHADOW} AS {{db}}.{copy}")
+            self.ch.command(f"TRUNCATE TABLE {{db}}.{copy}{SHADOW}")
+            cols = ", ".join(name for name, in self.ch.rows(
+                "SELECT name FROM system.columns WHERE database = {d:String} AND table = {t:String} "
+                "ORDER BY position", {"d": self.ch.database, "t": copy}))
+            self.ch.command(f"INSERT INTO {{db}}.{copy}{SHADOW} ({cols}) SELECT {cols} FROM {{db}}.{source}{SHADOW}")
+
     def _swap(self) -> None:
-        for table in TABLES:
+        for table in (*TABLES, *COPIES):
             self.ch.command(f"EXCHANGE TABLES {{db}}.{table} AND {{db}}.{table}{SHADOW}")
             self.ch.command(f"DROP TABLE IF EXISTS {{db}}.{table}{PREVIOUS}")
             self.ch.command(f"RENAME TABLE {{db}}.{table}{SHADOW} TO {{db}}.{table}{PREVIOUS}")

@@ -20,7 +20,20 @@ SNAPSHOTS = {
     "scenario_log": "SELECT * EXCEPT (ingested_at) FROM {db}.scenario_log FINAL "
                     "ORDER BY account_id, scenario_id, occurred_at, source_event_id",
     "enrollment_state": "SELECT * FROM {db}.enrollment_state FINAL ORDER BY account_id, scenario_id, contact_key",
+    "event_log_by_time": "SELECT * FROM {db}.event_log_by_time FINAL ORDER BY account_id, event_id",
 }
+COPY_COLUMNS = ("account_id, occurred_at, event_id, event_type, event_name, contact_id, email, ip, campaign_id, "
+                "template_id, message_id, automation_id, step_id, url, source_name")  # 0006_event_log_by_time.sql
+# Rows of the dumps' time-ordered copy that differ from event_log (either way): none, after any replay.
+COPY_DIFF = ("SELECT count() AS n FROM ((SELECT {c} FROM {db}.event_log FINAL EXCEPT SELECT {c} FROM "
+             "{db}.event_log_by_time FINAL) UNION ALL (SELECT {c} FROM {db}.event_log_by_time FINAL EXCEPT "
+             "SELECT {c} FROM {db}.event_log FINAL))")
+
+
+def copy_differences(worker: WorkerProcess) -> int:
+    res = run_cli(worker.env, "sql", "--format", "json", COPY_DIFF.replace("{c}", COPY_COLUMNS))
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)["n"]
 
 
 
@@ -68,6 +81,7 @@ def worker_with_data(settings, tmp_root):
 def test_replay_rebuilds_every_table_exactly_twice_over(worker_with_data):
     worker, _, _ = worker_with_data
     live = snapshot(worker)
+    assert len(live["event_log_by_time"]) == len(live["event_log"]) and copy_differences(worker) == 0
     assert len(live["event_log"]) > 2000 and len(live["scenario_log"]) > 100 and len(live["enrollment_state"]) > 10
     for attempt in (1, 2):
         out = run_cli(worker.env, "replay")
@@ -77,6 +91,7 @@ def test_replay_rebuilds_every_table_exactly_twice_over(worker_with_data):
         # The rebuilt Faust-table states equal the live table's, contact by contact.
         assert report["states"]["different"] == 0 and report["states"]["contacts"] > 10, report["states"]
         rebuilt = snapshot(worker)
+        assert copy_differences(worker) == 0, attempt  # the copy was rebuilt and swapped with the log
         for table in SNAPSHOTS:
             assert len(rebuilt[table]) == len(live[table]), (table, attempt)
             diff = [(orjson.loads(a), orjson.loads(b)) for a, b in zip(live[table], rebuilt[table]) if a != b]
@@ -105,6 +120,8 @@ def test_replay_beside_live_ingestion_loses_and_duplicates_nothing(worker_with_d
     res = run_cli(worker.env, "sql", "--format", "json", "SELECT count() - uniqExact(account_id, event_id) AS dup FROM "
                                                  "{db}.event_log FINAL")
     assert json.loads(res.stdout) == {"dup": 0}
+    # Live rows and caught-up rows reached the swapped copy through its materialized view.
+    assert copy_differences(worker) == 0
 
 
 def test_replay_refuses_an_empty_range(worker_with_data):

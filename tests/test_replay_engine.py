@@ -25,6 +25,8 @@ TABLE_QUERIES = {
                     "ORDER BY scenario_id, source_event_id",
     "enrollment_state": "SELECT scenario_id, contact_key, status, step_id, entered_at FROM {db}.enrollment_state "
                         "FINAL ORDER BY scenario_id, contact_key",
+    "event_log_by_time": "SELECT event_id, event_type, email, step_id FROM {db}.event_log_by_time FINAL "
+                         "ORDER BY event_id",
 }
 
 
@@ -75,6 +77,7 @@ async def test_a_crashed_replay_resumes_to_the_same_tables(settings, scratch, mo
     report = await Replay(s, db, plan).run(resume=True)
     assert report.swapped and report.messages_read == 21 and not checkpoint.exists()
     assert tables(db) == straight
+    assert straight["event_log_by_time"] == straight["event_log"]  # the dumps' copy was rebuilt with the log
 
 
 async def test_replay_refuses_what_retention_deleted(settings, scratch):
@@ -104,15 +107,18 @@ async def test_replay_refuses_what_retention_deleted(settings, scratch):
 def test_table_retention_follows_the_settings(settings, scratch):
     _, db = scratch
 
-    def ttl() -> str:
+    def ttl(table: str = "event_log") -> str:
         [(query,)] = db.rows("SELECT create_table_query FROM system.tables WHERE database = {d:String} "
-                             "AND name = 'event_log'", {"d": db.database})
+                             "AND name = {t:String}", {"d": db.database, "t": table})
         return query.split(" TTL ")[1].split(" SETTINGS")[0] if " TTL " in query else ""
 
     assert ttl() == ""
     keep_30 = settings.model_copy(update={"event_log_ttl_days": 30})
-    assert migrate.apply_retention(db, keep_30) == ["event_log: rows kept 30 days"]
-    assert "30" in ttl()
+    # The dumps' copy of the event log (event_log_by_time) keeps exactly what the event log keeps.
+    assert migrate.apply_retention(db, keep_30) == ["event_log: rows kept 30 days",
+                                                    "event_log_by_time: rows kept 30 days"]
+    assert "30" in ttl() and ttl("event_log_by_time") == ttl()
     assert migrate.apply_retention(db, keep_30) == []  # idempotent: nothing to change at the next start
-    assert migrate.apply_retention(db, settings) == ["event_log: rows kept forever"]
-    assert ttl() == ""
+    assert migrate.apply_retention(db, settings) == ["event_log: rows kept forever",
+                                                     "event_log_by_time: rows kept forever"]
+    assert ttl() == "" == ttl("event_log_by_time")
