@@ -19,9 +19,9 @@ README = Path(os.environ.get("BENCH_README") or Path(__file__).resolve().parents
 # run (replay >= ingest). From the README: 50,000 events/s of ingest, 500k rows/s of CSV; from the
 # benchmark issue: replay >= ingest. The others are the harness's working goals until set (change them here).
 GOALS: dict[str, tuple[str, str, str, float | str]] = {
-    "ingest_events_per_s": ("ingest, Faust worker (Kafka to event_log)", "events/s", ">=", 50_000),
-    "ingest_ratio_vs_raw": ("ingest vs a plain aiokafka loop (validation + event-log insert)", "x", ">=", 0.8),
-    "ingest_ratio_vs_quixstreams": ("ingest vs quixstreams (validation + event-log insert)", "x", ">=", 1.0),
+    "ingest_events_per_s": ("ingest, Faust worker (Kafka to the event log, scenario log and enrollment state)", "events/s", ">=", 50_000),
+    "ingest_ratio_vs_raw": ("ingest vs a plain aiokafka loop doing the same work", "x", ">=", 0.8),
+    "ingest_ratio_vs_quixstreams": ("ingest vs a quixstreams app doing the same work", "x", ">=", 1.0),
     # Goals from the issues: freshness p99 <= 2 s; a filtered page (date range + email, 50 rows) <= 20 ms
     # median on 10M events; a contacts page <= 50 ms on 1M enrollments. p50 freshness and p99 pages are
     # shown against the same bounds for context.
@@ -38,8 +38,8 @@ GOALS: dict[str, tuple[str, str, str, float | str]] = {
 }
 # Figures shown without a goal (context for the ones above).
 EXTRA: dict[str, tuple[str, str]] = {
-    "raw_loop_events_per_s": ("plain aiokafka loop (validation, rows, event-log insert)", "events/s"),
-    "quixstreams_events_per_s": ("quixstreams app (validation, rows, event-log insert)", "events/s"),
+    "raw_loop_events_per_s": ("plain aiokafka loop: getmany + the worker's Pipeline, states in a dict", "events/s"),
+    "quixstreams_events_per_s": ("quixstreams app: BatchingSink + the worker's Pipeline, states in a dict", "events/s"),
     "scenarios_page_ms_p50_1m": ("scenario-log page (email + a month), 1M rows, p50", "ms"),
     "scenarios_page_ms_p50_10m": ("scenario-log page (email + a month), 10M rows, p50", "ms"),
     "events_account_page_ms_p50_10m": ("event-log page without email (account, 7 days), 10M rows, p50", "ms"),
@@ -120,9 +120,10 @@ def render_table(out: dict) -> str:
         for k, r in runs.items():
             rel = f"{r['events_per_s'] / faust:.2f}×" if faust else "–"
             lines.append(f"| {k} | {r['events_per_s']:,.0f} | {rel} | {r['seconds']:.1f} | {r.get('count_final', 0):,} |")
-        lines += ["", "The raw loop and the quixstreams app write the event log only; the Faust worker and the replay "
-                  "also derive the scenario log and the enrollment state (processors.pipeline), so the replay "
-                  "(the same Pipeline on a plain aiokafka consumer) is the like-for-like baseline of the worker."]
+        lines += ["", "All three run the same batch step, processors.pipeline.Pipeline (validation, dead letters, "
+                  "event log, reorder buffer, scenario log, enrollment state, the same inserts). Only the worker "
+                  "keeps the contact states in a changelog-backed Faust table, and only it and the raw loop "
+                  "commit held events after they are derived; quixstreams commits a whole checkpoint."]
     return "\n".join(lines) + "\n"
 
 
