@@ -17,6 +17,11 @@ contiguous slice of the table, a chunk reads only its own rows (FINAL merges onl
 chunk boundary is found by reading CHUNK_ROWS keys in order (`DUMP_TABLES`). event_log itself is sorted
 by contact first: every chunk would read and sort the account's whole range again.
 
+`export_csv` (the CLI, the benchmark) streams each chunk's CSV to its file as the engine formats it, from a
+thread, so it can take bigger chunks (EXPORT_CHUNK_ROWS: fewer queries) with memory at a few pieces, and the
+engine formats while the caller writes; the HTTP API takes whole chunks of CHUNK_ROWS (`csv_chunks`), so a
+slow client never holds the engine.
+
 Chunk boundaries are looked up without FINAL: any boundaries split the rows into the same chunks (each
 chunk is a FINAL query between two keys, and the copies of one row share its key), so stale copies only
 make a chunk a little smaller.
@@ -25,16 +30,21 @@ from __future__ import annotations
 
 import csv
 import io
+import queue
+import threading
 from dataclasses import replace
 from typing import BinaryIO, Callable, Iterator, Mapping
 
-from query.views import Query, parse
+from query.views import SPECS, Query, parse
 
-CHUNK_ROWS = 100_000
+CHUNK_ROWS = 50_000  # rows of one query for whole chunks (csv_chunks without stream: the HTTP API)
 CHUNKS_PER_SCAN = 10  # views without a time-ordered copy: chunk boundaries found by one scan of the sort keys
 # view -> a copy sorted by (account_id, <view time>, <view keys>), the dump's order; partitions by month of the
 # time column, so the copies of one row never span two partitions (FINAL need not merge across them).
 DUMP_TABLES = {"events": "event_log_by_time"}
+EXPORT_CHUNK_ROWS = 250_000  # rows of one query when export_csv streams (memory does not grow with it)
+STREAM_READ = 1 << 20  # bytes of one streamed piece
+PREFETCH = 4  # pieces that export_csv lets the query thread get ahead by
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 _SETTINGS = "SETTINGS output_format_csv_crlf_end_of_line = 1"
 _COPY_SETTINGS = _SETTINGS + ", do_not_merge_across_partitions_select_final = 1"
@@ -50,8 +60,13 @@ def escape_cell(value: str) -> str:
     return "'" + value if value.startswith(FORMULA_STARTS) else value
 
 
-def csv_chunks(ch, view: str, account_id: str, params: Mapping[str, str]) -> Iterator[bytes]:
-    """The header, then whole CSV records, one chunk per query. Parameters are checked at the first next()."""
+def csv_chunks(ch, view: str, account_id: str, params: Mapping[str, str], *, stream: bool = False,
+               chunk_rows: int | None = None) -> Iterator[bytes]:
+    """The header, then whole CSV records, one chunk per query. Parameters are checked at the first next().
+
+    `stream`: each chunk's CSV comes as the engine formats it (pieces of it; whole records on chdb, any
+    split on a server), so memory does not grow with `chunk_rows` — for a reader that writes the pieces
+    away at once (export_csv): the engine is held until the chunk is read to its end."""
     q = parse(view, account_id, {k: v for k, v in params.items() if k not in ("limit", "cursor")}, paging=False)
     columns = q.columns()
     header = io.StringIO()
@@ -62,16 +77,23 @@ def csv_chunks(ch, view: str, account_id: str, params: Mapping[str, str]) -> Ite
     if copy:
         q = replace(q, spec=replace(q.spec, table=DUMP_TABLES[view]))
     settings = _COPY_SETTINGS if copy else _SETTINGS
+    rows = chunk_rows or CHUNK_ROWS
     after = None
     while True:
-        bounds = [_next_boundary(ch, q, after)] if copy else _boundaries(ch, q, after)
+        bounds = [_next_boundary(ch, q, after, rows)] if copy else _boundaries(ch, q, after, rows)
         bounds = [b for b in bounds if b is not None]
         final = len(bounds) < (1 if copy else CHUNKS_PER_SCAN)
         for last in bounds + ([None] if final else []):
             where, p = _between(q, after, last)
-            data = ch.client.raw_query(ch.sql(q.sql(select, where, settings)), parameters=p, fmt="CSV")
-            if data:
-                yield data
+            sql = ch.sql(q.sql(select, where, settings))
+            if stream:
+                with ch.client.raw_stream(sql, parameters=p, fmt="CSV") as piece:
+                    while data := piece.read(STREAM_READ):
+                        yield data
+            else:
+                data = ch.client.raw_query(sql, parameters=p, fmt="CSV")
+                if data:
+                    yield data
             after = last
         if final:
             return
@@ -95,31 +117,43 @@ def _keys_sql(q: Query, where: list[str], tail: str) -> str:
             f"ORDER BY {q.order_by()} {tail}")
 
 
-def _next_boundary(ch, q: Query, after: list | None) -> list | None:
+def _next_boundary(ch, q: Query, after: list | None, rows: int) -> list | None:
     """Sort key of the CHUNK_ROWS-th row after `after` (None: fewer rows are left), on a copy sorted like the
     dump: ClickHouse reads the key columns in order and stops there."""
     where, p = _between(q, after, None)
-    rows = ch.rows(_keys_sql(q, where, f"LIMIT 1 OFFSET {CHUNK_ROWS - 1}"), p)
-    return list(rows[0]) if rows else None
+    found = ch.rows(_keys_sql(q, where, f"LIMIT 1 OFFSET {rows - 1}"), p)
+    return list(found[0]) if found else None
 
 
-def _boundaries(ch, q: Query, after: list | None) -> list[list]:
+def _boundaries(ch, q: Query, after: list | None, rows: int) -> list[list]:
     """Sort keys of every CHUNK_ROWS-th row after `after`, for up to CHUNKS_PER_SCAN chunks (keys only:
     memory in proportion to those rows, not to the range)."""
     where, p = _between(q, after, None)
     names = [f"_k{i}" for i in range(len(q.key_select()))]
     order = ", ".join(f"{n} DESC" for n in names)
-    inner = _keys_sql(q, where, f"LIMIT {CHUNK_ROWS * CHUNKS_PER_SCAN}")
+    inner = _keys_sql(q, where, f"LIMIT {rows * CHUNKS_PER_SCAN}")
     return [list(r) for r in ch.rows(
         f"SELECT {', '.join(names)} FROM (SELECT {', '.join(names)}, row_number() OVER (ORDER BY {order}) AS _rn "
-        f"FROM ({inner})) WHERE _rn % {CHUNK_ROWS} = 0 ORDER BY {order}", p)]
+        f"FROM ({inner})) WHERE _rn % {rows} = 0 ORDER BY {order}", p)]
 
 
 _NOT_MARKS = bytes(b for b in range(256) if b not in b'"\n')
 
 
-def count_records(data: bytes) -> int:
+def count_records(data: bytes, dated: bool = False) -> int:
     """CSV records in whole records: line ends outside quoted cells (a cell may hold a line break).
+
+    `dated`: every record starts with a quoted date ("2026-..., years 1900 to 2299). Then a record starts
+    exactly where a line end is followed by a quote and a 1 or a 2: inside a cell, a quote after a line break
+    is either doubled ("") or the cell's end (followed by , or a line end). Two substring counts.
+    """
+    if dated:
+        return (data.count(b'\n"1') + data.count(b'\n"2') + 1) if data else 0
+    return _count_any(data)
+
+
+def _count_any(data: bytes) -> int:
+    """count_records for any CSV.
 
     Only quotes and line ends matter, and two adjacent quotes never change which side of a cell a line end
     is on: what is left after dropping the rest is usually line ends alone (C speed, no per-line loop)."""
@@ -137,13 +171,64 @@ def count_records(data: bytes) -> int:
 
 def export_csv(ch, view: str, account_id: str, params: Mapping[str, str], out: BinaryIO,
                progress: Callable[[int], None] | None = None) -> int:
-    """Write the dump to `out`; returns the rows written. `progress` gets the rows of each chunk as written."""
-    rows = 0
-    for i, chunk in enumerate(csv_chunks(ch, view, account_id, params)):
-        out.write(chunk)
-        if i:
-            n = count_records(chunk)
+    """Write the dump to `out`; returns the rows written. `progress` gets the rows as they are written.
+
+    The chunks are queried in a thread and streamed (`csv_chunks(stream=True)`, EXPORT_CHUNK_ROWS rows a
+    query): the engine formats while this thread writes and counts, at most PREFETCH pieces wait in between,
+    so memory stays at a few pieces whatever the chunk and the range. Rows are counted on the fly when each
+    record starts with its date (events, scenarios: `count_records(dated=True)`, which needs no whole
+    records); otherwise chunk by chunk."""
+    dated = SPECS[view].columns[0][0] == "date" if view in SPECS else False
+    chunks = csv_chunks(ch, view, account_id, params, stream=dated, chunk_rows=EXPORT_CHUNK_ROWS if dated else None)
+    out.write(next(chunks))  # the header; a bad parameter raises here, before any thread
+    ready: queue.Queue = queue.Queue(maxsize=PREFETCH)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                while not stop.is_set():
+                    try:
+                        ready.put((chunk, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            ready.put((None, None))
+        except BaseException as exc:  # raised again in the caller's thread
+            ready.put((None, exc))
+
+    producer = threading.Thread(target=produce, name="csv-export", daemon=True)
+    producer.start()
+    rows, tail = 0, b""
+    try:
+        while True:
+            chunk, error = ready.get()
+            if error is not None:
+                raise error
+            if chunk is None:
+                if dated and tail:
+                    rows += 1  # the last record (a record is counted at the line end before the next)
+                    if progress:
+                        progress(1)
+                return rows
+            out.write(chunk)
+            if dated:  # record starts: b'\n"1' or b'\n"2', maybe split between two pieces
+                both = tail + chunk
+                n = both.count(b'\n"1') + both.count(b'\n"2')
+                tail = both[-2:]
+            else:
+                n = count_records(chunk)
             rows += n
-            if progress:
+            if progress and n:
                 progress(n)
-    return rows
+    finally:
+        stop.set()
+        while producer.is_alive():  # let a pending put give up, and the query in flight end
+            try:
+                ready.get_nowait()
+            except queue.Empty:
+                pass
+            producer.join(0.05)
+        chunks.close()

@@ -255,6 +255,7 @@ def _read_csv(data: bytes) -> list[list[str]]:
 def test_a_csv_dump_equals_the_view(db, monkeypatch, view, account, params, chunk_rows):
     monkeypatch.setattr(csv_export, "CHUNK_ROWS", chunk_rows)
     monkeypatch.setattr(csv_export, "CHUNKS_PER_SCAN", 2)
+    monkeypatch.setattr(csv_export, "EXPORT_CHUNK_ROWS", chunk_rows)
     page = views.page(db, view, account, params | {"limit": "1000"})
     out = io.BytesIO()
     progress = []
@@ -283,6 +284,12 @@ def test_the_events_dump_reads_the_time_ordered_copy_and_equals_the_pages(db, mo
     dump = b"".join(csv_chunks(db, "events", A, params))
     header, *data = _read_csv(dump)
     assert data == [[escape_cell(row[c]) for c in header] for row in rows]
+    # export_csv streams chunks of EXPORT_CHUNK_ROWS in pieces of STREAM_READ bytes, counting rows on the fly
+    monkeypatch.setattr(csv_export, "EXPORT_CHUNK_ROWS", 2)
+    monkeypatch.setattr(csv_export, "STREAM_READ", 5)
+    out, progress = io.BytesIO(), []
+    assert export_csv(db, "events", A, params, out, progress.append) == sum(progress) == len(rows)
+    assert out.getvalue() == dump
     monkeypatch.setattr(csv_export, "DUMP_TABLES", {})  # the same dump from event_log
     assert b"".join(csv_chunks(db, "events", A, params)) == dump
 
@@ -295,6 +302,9 @@ def test_csv_cells_are_quoted_and_protected_against_formulas(db):
     by_name = {r[2]: r for r in _read_csv(b"".join(csv_chunks(db, "events", A, RANGE)))[1:]}
     assert {"'@SUM(1+1)", "'+cmd", "'-minus", "'\tstarts with a tab"} <= set(by_name)
     assert csv_export.count_records(data) == len(names) + 1  # and the header
+    records = data.split(b"\r\n", 1)[1]  # without the header: every record starts with its date
+    assert csv_export.count_records(records, dated=True) == csv_export.count_records(records) == len(names)
+    assert csv_export.count_records(b"", dated=True) == 0
     assert escape_cell("\tx") == "'\tx" and escape_cell("\rx") == "'\rx" and escape_cell("a=b") == "a=b"
 
 
