@@ -47,7 +47,10 @@ STREAM_READ = 1 << 20  # bytes of one streamed piece
 PREFETCH = 4  # pieces that export_csv lets the query thread get ahead by
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 _SETTINGS = "SETTINGS output_format_csv_crlf_end_of_line = 1"
-_COPY_SETTINGS = _SETTINGS + ", do_not_merge_across_partitions_select_final = 1"
+# One reading thread and small blocks: FINAL merges one stream per part, each holding a block of every column,
+# so memory follows max_block_size x parts (x threads); with 2 threads the export used 3-4x the memory for
+# no gain on 2 cores (measured: bench/csv_bench.py).
+_COPY_SETTINGS = _SETTINGS + ", do_not_merge_across_partitions_select_final = 1, max_threads = 1, max_block_size = 8192"
 
 
 def guard(sql: str) -> str:
