@@ -92,7 +92,7 @@ class Pipeline:
     async def release_idle(self) -> list[Any]:
         """Called periodically: derive what quiet partitions hold. Returns tokens to acknowledge."""
         async with self.lock:
-            released = self.held.release_all()
+            released = self.held.release_idle()
             if not released:
                 return []
             return await self._derive_and_write([], released, [])

@@ -64,8 +64,12 @@ class ReorderBuffer:
             out.append(heapq.heappop(heap)[3])
         return out
 
-    def release_all(self) -> list[Any]:
-        return [item for p in list(self._heaps) for item in self.release(p)]
+    def release_idle(self) -> list[Any]:
+        """Everything held by partitions quiet for `idle_s`. Busy partitions are left to `release`, called
+        as their events arrive: a timer releasing them too would only compete with the batches."""
+        now = self._monotonic()
+        quiet = [p for p, heap in self._heaps.items() if heap and now - self._last_arrival.get(p, 0.0) >= self.idle_s]
+        return [item for p in quiet for item in self.release(p, force=True)]
 
     def take_contact(self, partition: int, belongs: Callable[[Any], bool], up_to_ms: int) -> list[Any]:
         """Items of one contact up to a time, out of turn: a removal is a barrier applied at once."""

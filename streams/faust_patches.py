@@ -12,6 +12,11 @@
    interruptible path otherwise (a full inbox or stream buffer, suspended flow, a producer over its
    buffer), so a rebalance is never stuck behind a blocked delivery.
 
+3. The fetch wait. faust-streaming hard-codes `fetch_max_wait_ms=1500` for the worker's consumer.
+   Measured here with a steady 6k events/s, fetches then came back in clumps about 1.5 s apart, so
+   the oldest event of a batch was 2 s old before the agent saw it (freshness p99 2.5 s). The worker's
+   consumer gets `FETCH_MAX_WAIT_MS` instead.
+
 This copy of `_drain_messages` is faust-streaming 0.15's; `install` refuses any other series.
 """
 from __future__ import annotations
@@ -22,12 +27,14 @@ from typing import AsyncIterator, cast
 
 import faust
 from faust.transport import consumer as fc
+from faust.transport.drivers import aiokafka as aiokafka_driver
 from mode import Service
 
 from streams.inbox import BatchInbox
 
 log = logging.getLogger("autologs.faust_patches")
 PATCHED_SERIES = "0.15."
+FETCH_MAX_WAIT_MS = 100
 _installed = False
 
 
@@ -133,6 +140,14 @@ def install() -> None:
         raise RuntimeError(f"faust-streaming {faust.__version__} is installed; autologs needs {PATCHED_SERIES}x "
                            "(its consumer loop is patched): pip install 'faust-streaming>=0.15,<0.16'")
     fc.Consumer._drain_messages = _drain_messages
+    create = aiokafka_driver.AIOKafkaConsumerThread._create_worker_consumer
+
+    def _create_worker_consumer(self, *args, **kwargs):
+        consumer = create(self, *args, **kwargs)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read by AIOKafkaConsumer.start() for its fetcher
+        return consumer
+
+    aiokafka_driver.AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer
     _installed = True
-    log.info("faust-streaming %s: consumer loop patched (batch delivery; no per-message wait_first)",
-             faust.__version__)
+    log.info("faust-streaming %s: consumer loop patched (batch delivery; no per-message wait_first; "
+             "fetch wait %d ms)", faust.__version__, FETCH_MAX_WAIT_MS)

@@ -87,6 +87,20 @@ def test_reorder_buffer_releases_in_event_time_order_after_the_lateness():
     assert buf.drop_partitions({1}) == 1 and len(buf) == 0
 
 
+def test_the_idle_release_takes_only_quiet_partitions_and_all_they_hold():
+    clock = [0.0]
+    buf = ReorderBuffer(1000, idle_s=5.0, monotonic=lambda: clock[0], wall_ms=lambda: 10**13)
+    buf.add(0, 4000, "a", "a")
+    buf.add(0, 9000, "b", "b")  # watermark 9000: "a" is releasable, but by the batches, not the timer
+    clock[0] = 3.0
+    buf.add(1, 1000, "x", "x")
+    clock[0] = 6.0
+    assert buf.release_idle() == ["a", "b"]  # partition 0 quiet for 6 s; partition 1 for 3 s only
+    assert len(buf) == 1
+    clock[0] = 8.5
+    assert buf.release_idle() == ["x"]
+
+
 def test_watermark_never_runs_ahead_of_the_wall_clock():
     buf = ReorderBuffer(1000, idle_s=5.0, monotonic=lambda: 0.0, wall_ms=lambda: 10_000)
     buf.add(0, 5000, "a", "a")
