@@ -67,9 +67,9 @@ def csv_chunks(ch, view: str, account_id: str, params: Mapping[str, str], *, str
                chunk_rows: int | None = None) -> Iterator[bytes]:
     """The header, then whole CSV records, one chunk per query. Parameters are checked at the first next().
 
-    `stream`: each chunk's CSV comes as the engine formats it (pieces of it; whole records on chdb, any
-    split on a server), so memory does not grow with `chunk_rows` — for a reader that writes the pieces
-    away at once (export_csv): the engine is held until the chunk is read to its end."""
+    `stream`: each chunk's CSV comes as the engine formats it, in pieces of up to STREAM_READ bytes split
+    anywhere (not on record ends), so memory does not grow with `chunk_rows` — for a reader that writes the
+    pieces away at once (export_csv): the engine is held until the chunk is read to its end."""
     q = parse(view, account_id, {k: v for k, v in params.items() if k not in ("limit", "cursor")}, paging=False)
     columns = q.columns()
     header = io.StringIO()
