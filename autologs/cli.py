@@ -412,9 +412,6 @@ def replay_command(date_from, date_to, chosen, in_place, resume) -> None:
         except ClickHouseUnavailable as exc:
             _fail(f"{exc} A replay needs the data: start the worker (`autologs worker`) and run the replay "
                   "again, it will run inside it.")
-        from autologs import gcpolicy
-
-        gcpolicy.install(settings.gc_interval_s)
         bar = _ReplayBar()
         try:
             run, result = asyncio.run(replay(settings, ch, t_from, t_to, list(chosen) or None, in_place, resume,

@@ -45,6 +45,42 @@ def emit(**fields) -> None:
     sys.stdout.flush()
 
 
+class ChangelogStates(dict):
+    """The baselines' contact states: a dict whose changes are also sent to a compacted Kafka topic, as
+    the worker's Faust table does, so the baselines pay for the same durability. `changes()` hands over
+    what was set since the last call; the caller sends it and waits for delivery before committing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._changed: dict = {}
+
+    def __setitem__(self, key, value) -> None:
+        super().__setitem__(key, value)
+        self._changed[key] = value
+
+    def changes(self) -> dict:
+        changed, self._changed = self._changed, {}
+        return changed
+
+
+async def create_changelog(settings, name: str) -> str:
+    """A compacted topic `<prefix>.<name>-states`, partitioned like the events (deleted with the prefix)."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    topic = f"{settings.topic_prefix}.{name}-states"
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, num_partitions=settings.topic_partitions, replication_factor=1,
+                                            topic_configs={"cleanup.policy": "compact"})])
+    except TopicAlreadyExistsError:
+        pass
+    finally:
+        await admin.close()
+    return topic
+
+
 class LagProbe:
     """Committed lag of one consumer group, with one long-lived consumer (cheap to poll)."""
 

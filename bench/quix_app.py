@@ -3,8 +3,9 @@
 Consume raw bytes -> a BatchingSink whose flush (at each checkpoint: every --commit-every messages
 or --commit-interval seconds) runs the whole checkpoint through processors.pipeline.Pipeline.handle,
 the worker's own batch step (validation, dead letters delivered before the commit, event-log rows,
-reorder buffer, scenario log and enrollment state, the same inserts), then `release_idle`. The contact
-states live in a dict. Quix commits the checkpoint's offsets after the flush returns, held events
+reorder buffer, scenario log and enrollment state, the same inserts), then `release_idle`; the changed
+contact states are sent to a compacted changelog topic (delivery awaited), as the worker's Faust table
+does. Quix commits the checkpoint's offsets after the flush returns, held events
 included (a sink cannot commit less than its checkpoint): a crash would lose their derivation, which
 the worker does not allow. Same settings and GC policy as the worker; own chdb data dir
 (AUTOLOGS_DATA_DIR). Runs until SIGTERM/SIGINT (quix handles them) or --max-seconds; JSON lines on stdout.
@@ -34,7 +35,7 @@ def main() -> None:
     from autologs.clickhouse import ClickHouse
     from autologs.config import get_settings
     from autologs.migrate import migrate
-    from bench.common import emit
+    from bench.common import ChangelogStates, create_changelog, emit
     from processors.deadletters import dead_letter_headers
     from autologs import gcpolicy
     from processors.pipeline import Pipeline
@@ -50,15 +51,17 @@ def main() -> None:
 
     gcpolicy.install(settings.gc_interval_s)
     loop = asyncio.new_event_loop()
-    dlq = Producer({"bootstrap.servers": settings.kafka_bootstrap, "acks": "all", "enable.idempotence": True})
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "acks": "all", "enable.idempotence": True})
 
     async def send_dead_letters(invalid) -> None:
         for m, reason in invalid:
-            dlq.produce(t.dead_letters, key=m.key, value=m.value or b"", headers=dead_letter_headers(m, reason))
-        if dlq.flush(30) > 0:
+            producer.produce(t.dead_letters, key=m.key, value=m.value or b"", headers=dead_letter_headers(m, reason))
+        if producer.flush(30) > 0:
             raise RuntimeError("dead letters not delivered")
 
-    pipeline = Pipeline(settings, ch, send_dead_letters, {}, commands_topic=t.commands)
+    states = ChangelogStates()
+    changelog = asyncio.run(create_changelog(settings, args.group))
+    pipeline = Pipeline(settings, ch, send_dead_letters, states, commands_topic=t.commands)
 
     class PipelineSink(BatchingSink):
         def write(self, batch):  # unused: flush() hands every partition's batch to the pipeline at once
@@ -71,6 +74,10 @@ def main() -> None:
                 if msgs:
                     loop.run_until_complete(pipeline.handle([(m, m) for m in msgs]))
                 loop.run_until_complete(pipeline.release_idle())
+                for key, value in states.changes().items():
+                    producer.produce(changelog, key=key, value=value)
+                if producer.flush(30) > 0:
+                    raise RuntimeError("contact states not delivered")
                 if msgs:
                     emit(rows_written=pipeline.event_sink.stats.rows_written, batch=len(msgs),
                          dead_letters=pipeline.stats.dead_letters)

@@ -2,9 +2,9 @@
 
 getmany (large max_records) -> processors.pipeline.Pipeline.handle, the worker's own batch step
 (validation, dead letters delivered, event-log rows, event-time reorder buffer, scenario log and
-enrollment state, the same ClickHouse inserts in the same thread) -> commit, per partition, up to the
-first message still held by the reorder buffer. The contact states live in a dict (no changelog: that
-durability is part of what the worker pays for). Held events are released by `Pipeline.release_idle`
+enrollment state, the same ClickHouse inserts in the same thread) -> the changed contact states sent
+to a compacted changelog topic (delivery awaited), as the worker's Faust table does -> commit, per
+partition, up to the first message still held by the reorder buffer. Held events are released by `Pipeline.release_idle`
 when getmany comes back empty, as the worker's timer does. Same settings and GC policy as the worker
 (AUTOLOGS_*); its own chdb data dir. Runs until SIGTERM/SIGINT or --max-seconds; JSON lines on stdout.
 
@@ -25,7 +25,7 @@ async def run(group: str, max_rows: int, max_seconds: float) -> None:
     from autologs.clickhouse import ClickHouse
     from autologs.config import get_settings
     from autologs.migrate import migrate
-    from bench.common import emit
+    from bench.common import ChangelogStates, create_changelog, emit
     from processors.deadletters import dead_letter_headers
     from processors.pipeline import Pipeline
     from processors.validate import RawMessage
@@ -46,7 +46,9 @@ async def run(group: str, max_rows: int, max_seconds: float) -> None:
                                        headers=dead_letter_headers(m, reason)) for m, reason in invalid]
         await asyncio.gather(*pending)
 
-    pipeline = Pipeline(settings, ch, send_dead_letters, {}, commands_topic=t.commands)
+    states = ChangelogStates()
+    changelog = await create_changelog(settings, group)
+    pipeline = Pipeline(settings, ch, send_dead_letters, states, commands_topic=t.commands)
     consumer = AIOKafkaConsumer(t.events, t.commands, bootstrap_servers=settings.kafka_bootstrap, group_id=group,
                                 enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
@@ -60,6 +62,8 @@ async def run(group: str, max_rows: int, max_seconds: float) -> None:
     committed: dict[TopicPartition, int] = {}
 
     async def finish(done) -> None:
+        sent = [await producer.send(changelog, key=k, value=v) for k, v in states.changes().items()]
+        await asyncio.gather(*sent)
         for m in done:
             in_flight[TopicPartition(m.topic, m.partition)].discard(m.offset)
         offsets = {tp: (min(held) if held else next_offset[tp]) for tp, held in in_flight.items()}

@@ -62,11 +62,13 @@ def _raw(m) -> RawMessage:
 
 
 async def _ack(messages) -> None:
-    """The offsets become committable (Faust commits acknowledged offsets only); sensors see them out."""
-    ack, on_message_out = app.consumer.ack, app.sensors.on_message_out
+    """The offsets become committable (Faust commits acknowledged offsets only).
+
+    Faust's per-message sensors (message in/out) are not called: the worker's figures are on /health.
+    """
+    ack = app.consumer.ack
     for m in messages:
-        if ack(m):
-            on_message_out(m.tp, m.offset, m)
+        ack(m)
 
 
 def _start_batches(stream) -> BatchInbox:
@@ -82,10 +84,9 @@ async def take_batches(inbox: BatchInbox, within: float) -> AsyncIterator[list]:
     Messages fetched before a rebalance are skipped and acknowledged, as Faust's streams do: the
     partitions' new owners (or this worker, from the committed offset) read them again.
     """
-    consumer = app.consumer
-    track = consumer.track_message
     while True:
         batch = await inbox.take(within)
+        track = app.consumer.unacked.add  # Consumer.track_message without the per-message sensors
         generation, active = app.consumer_generation_id, app.flow_control.is_active()
         live, stale = [], []
         for m in batch:

@@ -6,6 +6,7 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Callable, Mapping
 
+from autologs import gcpolicy
 from autologs.clickhouse import ClickHouse
 from autologs.config import Settings
 from replay.plan import ReplayRefused, plan_replay
@@ -27,6 +28,7 @@ def source_topics(settings: Settings, chosen: list[str] | None) -> list[str]:
 async def replay(settings: Settings, ch: ClickHouse, t_from: datetime | None, t_to: datetime | None,
                  chosen: list[str] | None = None, in_place: bool = False, resume: bool = False,
                  progress: Callable[[ReplayProgress], None] | None = None) -> tuple[Replay, ReplayReport]:
+    gcpolicy.install(settings.gc_interval_s)  # a replay holds as many objects as a worker (no-op inside it)
     plan = await plan_replay(settings.kafka_bootstrap, source_topics(settings, chosen), t_from, t_to)
     run = Replay(settings, ch, plan, in_place=in_place, progress=progress)
     return run, await run.run(resume=resume)

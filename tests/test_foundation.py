@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import uuid
 from datetime import datetime
 
@@ -73,3 +75,21 @@ def test_migrate_plan_cli_lists_nothing_after_migration(ch, tmp_root):
     assert applied.returncode == 0 and "applying 0001_event_log.sql" in applied.stdout, applied.stderr
     again = run_cli(env, "migrate", "--plan")
     assert again.returncode == 0 and "0 pending migration(s)" in again.stdout, again.stdout
+
+
+def test_gc_policy_turns_the_automatic_collector_off_and_still_frees_cycles():
+    code = (
+        "import gc, time\n"
+        "from autologs import gcpolicy\n"
+        "assert gcpolicy.install(0) is False and gc.isenabled()\n"
+        "assert gcpolicy.install(0.2) is True and not gc.isenabled()\n"
+        "class Node: pass\n"
+        "for _ in range(1000):\n"
+        "    a, b = Node(), Node(); a.b, b.a = b, a\n"
+        "del a, b\n"
+        "time.sleep(0.6)\n"
+        "assert gcpolicy.stats.collections >= 1 and gcpolicy.stats.collected >= 2000, gcpolicy.stats\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
