@@ -81,24 +81,22 @@ def _start_batches(stream) -> BatchInbox:
 async def take_batches(inbox: BatchInbox, within: float) -> AsyncIterator[list]:
     """Batches of fetched messages, tracked as in flight (not acknowledged yet).
 
-    Messages fetched before a rebalance are skipped and acknowledged, as Faust's streams do: the
-    partitions' new owners (or this worker, from the committed offset) read them again.
+    Messages fetched before a rebalance (another generation, or while the flow is suspended) are
+    dropped, not acknowledged: after the rebalance the consumer seeks to the committed offsets, so the
+    partitions' owners read them again. (Faust's streams acknowledge them, which could let a commit pass
+    a message before its re-read copy is processed.)
     """
     while True:
         batch = await inbox.take(within)
         track = app.consumer.unacked.add  # Consumer.track_message without the per-message sensors
         generation, active = app.consumer_generation_id, app.flow_control.is_active()
-        live, stale = [], []
+        live = []
         for m in batch:
             if active and m.generation_id == generation:
                 if not m.tracked:
                     m.tracked = True
                     track(m)
                 live.append(m)
-            else:
-                stale.append(m)
-        if stale:
-            await _ack(stale)
         if live:
             yield live
 

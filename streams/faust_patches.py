@@ -51,7 +51,10 @@ def deliver_in_batches(app: faust.App, channel, inbox: BatchInbox) -> None:
         raise RuntimeError("batch delivery needs the patched consumer loop: call streams.faust_patches.install() "
                            "before the worker starts")
     app.topics.add(channel)
-    app.flow_control.manage_queue(inbox)  # cleared on a rebalance, like the stream buffers
+    # Not handed to Faust's flow control to be cleared on a rebalance, as stream buffers are: Faust clears
+    # them when it resumes, after seeking to the committed offsets, so what was fetched in between was
+    # dropped and never read again (measured: a restarted worker sometimes left messages unconsumed).
+    # The agent drops what is stale instead (processors/agents.py, take_batches).
     for name in channel.topics:
         _inboxes[name] = inbox
 

@@ -3,8 +3,7 @@
 The consumer loop appends each message (no Event object, no decoding, no queue hop per message);
 the agent takes up to `batch_rows` at a time, waiting at most `within` seconds after the first
 one for a full batch. Full at `maxsize`: the consumer loop then waits (interruptibly, see
-streams/faust_patches.py). `clear()` is called by Faust's flow control on a rebalance, like the
-stream buffers it replaces: what is dropped was never acknowledged, so it is read again.
+streams/faust_patches.py). It is never cleared on a rebalance: the agent drops what is stale.
 """
 from __future__ import annotations
 
