@@ -196,3 +196,37 @@ async def test_clickhouse_unavailable_then_back_loses_and_duplicates_nothing(set
     worker.stop()
     [stats] = worker.sql("SELECT count() AS visible, uniqExact(event_id) AS ids FROM {db}.event_log FINAL")
     assert stats == {"visible": total, "ids": total}
+
+
+async def test_a_second_worker_joining_mid_stream_loses_nothing(settings, worker_factory):
+    """A rebalance moves partitions between live workers: what each held or had fetched is read again by
+    the new owner, nothing stays uncommitted, and every event lands (each worker has its own chdb here,
+    so an event re-read after the move may be in both stores: the union is checked)."""
+    names = Topics(f"{settings.topic_prefix}-join-{uuid.uuid4().hex[:6]}")
+    await ensure_topics(settings, names.all())
+
+    def events(first: int, count: int):
+        return (keyed(example(("page", "track")[n % 2], n, email=f"j{n % 3000}@example.com"))
+                for n in range(first, first + count))
+
+    chunk, sent = 20_000, 0
+    await publish(settings, names.events, events(sent, chunk))
+    sent += chunk
+    first = worker_factory(names.prefix, "a", AUTOLOGS_SINK_MAX_ROWS="2000").start()
+    first.wait_until(lambda h: h["rows_written"] >= 5_000, 180, "the first worker under way")
+    second = worker_factory(names.prefix, "b", AUTOLOGS_SINK_MAX_ROWS="2000").start()
+    deadline = asyncio.get_running_loop().time() + 120
+    while second.health()["messages"] == 0:  # keep the stream going until the rebalance gave it partitions
+        assert asyncio.get_running_loop().time() < deadline, "the second worker never got partitions"
+        await publish(settings, names.events, events(sent, chunk))
+        sent += chunk
+        await asyncio.sleep(1)
+    await publish(settings, names.events, events(sent, chunk))  # and some more after the move
+    sent += chunk
+    await wait_drained(settings.kafka_bootstrap, names.app_id, names.events, timeout=300)
+    assert first.health()["messages"] > 0 and second.health()["messages"] > 0
+    ids = set()
+    for w in (first, second):
+        w.stop()
+        ids |= {r["event_id"] for r in w.sql("SELECT DISTINCT event_id FROM {db}.event_log")}
+    assert len(ids) == sent
