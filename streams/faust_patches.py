@@ -17,6 +17,8 @@
    the oldest event of a batch was 2 s old before the agent saw it (freshness p99 2.5 s). The worker's
    consumer gets `FETCH_MAX_WAIT_MS` instead.
 
+4. Messages fetched before a seek are not delivered after it (see `_reread`).
+
 This copy of `_drain_messages` is faust-streaming 0.15's; `install` refuses any other series.
 """
 from __future__ import annotations
@@ -59,6 +61,31 @@ def deliver_in_batches(app: faust.App, channel, inbox: BatchInbox) -> None:
         _inboxes[name] = inbox
 
 
+async def _reread(consumer, partitions: set) -> None:
+    """Partitions whose fetched messages a seek overtook go back to their committed offset.
+
+    Faust seeks to the committed offsets after a rebalance or a recovery while the consumer loop may
+    still hold messages fetched before; delivering them would move the read offset past the seek and
+    the re-fetched messages would then be skipped, leaving a gap that no commit passes (measured: a
+    worker joining mid-stream left a partition uncommitted). They are not delivered, and the partition
+    is re-read from its committed offset: at worst some messages twice, which the exactly-once tables
+    absorb.
+    """
+    for tp in partitions:
+        committed = consumer._committed_offset.get(tp)
+        await consumer.seek(tp, committed if committed is not None else 0)
+
+
+def _count_seeks(perform_seek):
+    async def counted(self) -> None:
+        self._autologs_seeks += 1
+        try:
+            await perform_seek(self)
+        finally:
+            self._autologs_seeks += 1
+    return counted
+
+
 async def _room(inbox: BatchInbox, flow_control) -> None:
     await flow_control.acquire()
     await inbox.wait_space()
@@ -91,6 +118,8 @@ async def _drain_messages(self, fetcher) -> None:  # pragma: no cover - mirrors 
     try:
         while not (consumer_should_stop() or fetcher_should_stop()):
             set_flag(fc.CONSUMER_FETCHING)
+            seeks_at_fetch = self._autologs_seeks
+            reread: set = set()
             ait = cast(AsyncIterator, getmany(timeout=1.0))
             await self.sleep(0)
             if not self.should_stop:
@@ -102,6 +131,10 @@ async def _drain_messages(self, fetcher) -> None:  # pragma: no cover - mirrors 
                         if producer_buffer.size > producer_buffer.max_messages:  # the conductor's ebb, per 100
                             await self.wait_first(producer_buffer.wait_until_ebb(), self.suspend_flow.wait())
                     offset = message.offset
+                    inbox = inbox_of(message.topic)
+                    if inbox is not None and self._autologs_seeks != seeks_at_fetch:
+                        reread.add(tp)  # fetched before a seek (before its read offset and gap checks too)
+                        continue
                     r_offset = get_read_offset(tp)
                     if r_offset is None or offset >= r_offset:
                         gap = offset - (r_offset or 0)
@@ -110,10 +143,12 @@ async def _drain_messages(self, fetcher) -> None:  # pragma: no cover - mirrors 
                         if commit_every is not None and self._n_acked >= commit_every:
                             self._n_acked = 0
                             await self.commit()
-                        inbox = inbox_of(message.topic)
                         if inbox is not None:
                             if inbox.full() or not flow_control.is_active():
                                 await self.wait_first(_room(inbox, flow_control), self.suspend_flow.wait())
+                                if self._autologs_seeks != seeks_at_fetch:
+                                    reread.add(tp)
+                                    continue
                             if not inbox.full() and flow_control.is_active():  # else: a rebalance came first
                                 inbox.put(message)
                         elif _may_block(self, tp):
@@ -121,6 +156,8 @@ async def _drain_messages(self, fetcher) -> None:  # pragma: no cover - mirrors 
                         else:
                             await callback(message)  # cannot block: no need for two tasks per message
                         set_read_offset(tp, offset)
+                if reread:
+                    await _reread(self, reread)
                 unset_flag(fc.CONSUMER_FETCHING)
     except self.consumer_stopped_errors:
         if self.transport.app.should_stop:
@@ -143,6 +180,8 @@ def install() -> None:
         raise RuntimeError(f"faust-streaming {faust.__version__} is installed; autologs needs {PATCHED_SERIES}x "
                            "(its consumer loop is patched): pip install 'faust-streaming>=0.15,<0.16'")
     fc.Consumer._drain_messages = _drain_messages
+    fc.Consumer._autologs_seeks = 0  # perform_seek calls so far (twice each: started, done)
+    fc.Consumer.perform_seek = _count_seeks(fc.Consumer.perform_seek)
     create = aiokafka_driver.AIOKafkaConsumerThread._create_worker_consumer
 
     def _create_worker_consumer(self, *args, **kwargs):
