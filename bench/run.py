@@ -89,7 +89,7 @@ async def measure(p: Proc, n: int, bootstrap: str, topic: str, timeout: float, p
             await asyncio.sleep(0.05)
         t0, r0 = time.monotonic(), p.rows_written()
         if profile_to is not None and p.proc is not None:
-            spy = subprocess.Popen([shutil.which("py-spy") or "py-spy", "record", "--pid", str(p.proc.pid),
+            spy = subprocess.Popen([_py_spy(), "record", "--pid", str(p.proc.pid),
                                     "--rate", "250", "--format", "raw", "--output", str(profile_to),
                                     "--nonblocking", "--threads"],
                                    stdout=subprocess.DEVNULL, stderr=open(p.data_dir / "py-spy.log", "ab"))
@@ -127,6 +127,15 @@ async def measure(p: Proc, n: int, bootstrap: str, topic: str, timeout: float, p
     return {"events_per_s": round(done / elapsed, 1), "seconds": round(elapsed, 3), "rows_at_start": r0,
             "single_batch": r0 >= n,  # everything landed in the first insert: the rate means nothing (smoke)
             "rows_only_events_per_s": round(done / max(rows_done_at - t0, 1e-3), 1)}
+
+
+def _py_spy() -> str:
+    """py-spy from the bench extra: the venv's bin first (not always on PATH), then PATH."""
+    beside = Path(sys.executable).parent / "py-spy"
+    found = str(beside) if beside.exists() else shutil.which("py-spy")
+    if not found:
+        sys.exit("py-spy not found: install the bench extra (pip install -e '.[bench]') or run without --profile")
+    return found
 
 
 def run_consumer(p: Proc, n: int, bootstrap: str, topic: str, profile_to: Path | None = None) -> dict:

@@ -13,7 +13,7 @@ from processors.pipeline import Pipeline
 from processors.validate import RawMessage
 from streams.app import app, settings
 from streams.channels import dead_letters_topic, sources_topic
-from streams.faust_patches import deliver_in_batches
+from streams.faust_patches import ack_many, deliver_in_batches, track_many
 from streams.inbox import BatchInbox
 from streams.tables import enrollments
 from streams.topics import topics
@@ -66,9 +66,8 @@ async def _ack(messages) -> None:
 
     Faust's per-message sensors (message in/out) are not called: the worker's figures are on /health.
     """
-    ack = app.consumer.ack
-    for m in messages:
-        ack(m)
+    if messages:
+        ack_many(app.consumer, messages)
 
 
 def _start_batches(stream) -> BatchInbox:
@@ -88,15 +87,12 @@ async def take_batches(inbox: BatchInbox, within: float) -> AsyncIterator[list]:
     """
     while True:
         batch = await inbox.take(within)
-        track = app.consumer.unacked.add  # Consumer.track_message without the per-message sensors
         generation, active = app.consumer_generation_id, app.flow_control.is_active()
-        live = []
-        for m in batch:
-            if active and m.generation_id == generation:
-                if not m.tracked:
-                    m.tracked = True
-                    track(m)
-                live.append(m)
+        live = [m for m in batch if active and m.generation_id == generation]
+        untracked = [m for m in live if not m.tracked]
+        for m in untracked:
+            m.tracked = True
+        track_many(app.consumer, untracked)
         if live:
             yield live
 
@@ -108,15 +104,15 @@ async def ingest_events(stream):
     Reads batches from the consumer loop directly (streams/faust_patches.py), not event by event
     from `stream`, which is here for the agent's place in the app (start, crash, stop).
     """
-    inbox = _start_batches(stream)
-    async for messages in take_batches(inbox, settings.sink_max_delay_ms / 1000):
-        try:
+    try:
+        inbox = _start_batches(stream)
+        async for messages in take_batches(inbox, settings.sink_max_delay_ms / 1000):
             done = await pipeline().handle([(_raw(m), m) for m in messages])
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            crash_loudly("ingest_events", exc)
-        await _ack(done)
+            await _ack(done)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        crash_loudly("ingest_events", exc)
 
 
 @app.timer(interval=0.5)

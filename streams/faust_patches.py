@@ -25,11 +25,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import AsyncIterator, cast
+from typing import cast
+from weakref import ref
 
 import faust
 from faust.transport import consumer as fc
 from faust.transport.drivers import aiokafka as aiokafka_driver
+from faust.types.tuples import ack_lock
+from mode.utils.futures import notify
 from mode import Service
 
 from streams.inbox import BatchInbox
@@ -102,63 +105,27 @@ def _may_block(consumer, tp) -> bool:
 
 
 async def _drain_messages(self, fetcher) -> None:  # pragma: no cover - mirrors faust-streaming 0.15
-    callback = self.callback
-    getmany = self.getmany
+    """faust-streaming 0.15's loop over `getmany`, with each fetched partition's records handed over at once."""
     consumer_should_stop = cast(Service, self)._stopped.is_set
     fetcher_should_stop = cast(Service, fetcher)._stopped.is_set
-    get_read_offset = self._read_offset.__getitem__
-    set_read_offset = self._read_offset.__setitem__
     set_flag, unset_flag = self.diag.set_flag, self.diag.unset_flag
-    commit_every = self._commit_every
-    acks_enabled_for = self.app.topics.acks_enabled_for
-    inbox_of = _inboxes.get
-    flow_control = self.app.flow_control
-    producer_buffer = self.app.producer.buffer
-    num_since_yield = 0
     try:
         while not (consumer_should_stop() or fetcher_should_stop()):
             set_flag(fc.CONSUMER_FETCHING)
             seeks_at_fetch = self._autologs_seeks
-            reread: set = set()
-            ait = cast(AsyncIterator, getmany(timeout=1.0))
+            records, active_partitions = await self._wait_next_records(1.0)
             await self.sleep(0)
-            if not self.should_stop:
-                async for tp, message in ait:
-                    num_since_yield += 1
-                    if num_since_yield > 100:
-                        await asyncio.sleep(0)
-                        num_since_yield = 0
-                        if producer_buffer.size > producer_buffer.max_messages:  # the conductor's ebb, per 100
-                            await self.wait_first(producer_buffer.wait_until_ebb(), self.suspend_flow.wait())
-                    offset = message.offset
-                    inbox = inbox_of(message.topic)
-                    if inbox is not None and self._autologs_seeks != seeks_at_fetch:
-                        reread.add(tp)  # fetched before a seek (before its read offset and gap checks too)
-                        continue
-                    r_offset = get_read_offset(tp)
-                    if r_offset is None or offset >= r_offset:
-                        gap = offset - (r_offset or 0)
-                        if gap > 1 and r_offset and acks_enabled_for(message.topic):
-                            await self._add_gap(tp, r_offset + 1, offset)
-                        if commit_every is not None and self._n_acked >= commit_every:
-                            self._n_acked = 0
-                            await self.commit()
-                        if inbox is not None:
-                            if inbox.full() or not flow_control.is_active():
-                                await self.wait_first(_room(inbox, flow_control), self.suspend_flow.wait())
-                                if self._autologs_seeks != seeks_at_fetch:
-                                    reread.add(tp)
-                                    continue
-                            if not inbox.full() and flow_control.is_active():  # else: a rebalance came first
-                                inbox.put(message)
-                        elif _may_block(self, tp):
-                            await self.wait_first(callback(message), self.suspend_flow.wait())
-                        else:
-                            await callback(message)  # cannot block: no need for two tasks per message
-                        set_read_offset(tp, offset)
-                if reread:
-                    await _reread(self, reread)
-                unset_flag(fc.CONSUMER_FETCHING)
+            if records is not None and not self.should_stop:
+                if self.flow_active:
+                    reread = await _deliver(self, records, active_partitions, seeks_at_fetch)
+                    if reread:
+                        await _reread(self, reread)
+                else:  # as upstream's getmany: seek back to the committed offsets
+                    try:
+                        await self.perform_seek()
+                    except Exception as ex:
+                        self.log.warning(f"exception performing seek when flow not active {ex}")
+            unset_flag(fc.CONSUMER_FETCHING)
     except self.consumer_stopped_errors:
         if self.transport.app.should_stop:
             self.log.info("Broker stopped consumer, shutting down...")
@@ -169,6 +136,139 @@ async def _drain_messages(self, fetcher) -> None:  # pragma: no cover - mirrors 
             self.log.info("Consumer shutting down for user cancel.")
             return
         raise
+
+
+async def _deliver(self, records: dict, active_partitions, seeks_at_fetch: int) -> set:
+    """One fetch, partition by partition. Returns the partitions to re-read from their committed offset.
+
+    Inbox topics get a partition's records as one list, with the per-message checks of upstream's
+    getmany and loop (read offset, gaps, flow, generation, seeks) done per partition or in one tight
+    loop; other topics (changelogs being recovered, other agents) go through the conductor per message.
+    """
+    app = self.app
+    generation_id = app.consumer_generation_id
+    flow_control = app.flow_control
+    producer_buffer = app.producer.buffer
+    reread: set = set()
+    for tp, tp_records in records.items():
+        if not tp_records:
+            continue
+        if not self.flow_active or app.consumer_generation_id != generation_id:
+            break  # a rebalance began: upstream stops delivering this fetch too
+        if active_partitions is not None and tp not in active_partitions and tp not in self._buffered_partitions:
+            continue
+        app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+        inbox = _inboxes.get(tp.topic)
+        if inbox is None:
+            await _deliver_each(self, tp, tp_records, generation_id)
+            continue
+        if inbox.full() or not flow_control.is_active():
+            await self.wait_first(_room(inbox, flow_control), self.suspend_flow.wait())
+        if (self._autologs_seeks != seeks_at_fetch or inbox.full() or not flow_control.is_active()
+                or app.consumer_generation_id != generation_id):
+            reread.add(tp)  # fetched before a seek, or a rebalance came first: read again after it
+            continue
+        messages, gaps, last = _messages(tp, tp_records, self._read_offset.get(tp), generation_id)
+        if app.topics.acks_enabled_for(tp.topic):
+            for gap_from, gap_to in gaps:
+                await self._add_gap(tp, gap_from, gap_to)
+        if self._autologs_seeks != seeks_at_fetch:  # _add_gap awaited
+            reread.add(tp)
+            continue
+        if self._commit_every is not None and self._n_acked >= self._commit_every:
+            self._n_acked = 0
+            await self.commit()
+        if messages:
+            inbox.put_many(messages)
+            self._read_offset[tp] = last
+        await asyncio.sleep(0)
+        if producer_buffer.size > producer_buffer.max_messages:  # the conductor's ebb
+            await self.wait_first(producer_buffer.wait_until_ebb(), self.suspend_flow.wait())
+    return reread
+
+
+def _messages(tp, records: list, read_offset, generation_id) -> tuple[list, list, int]:
+    """Faust messages of one partition's records, past the read offset; the offset gaps between them."""
+    messages, gaps = [], []
+    last = read_offset
+    append = messages.append
+    topic, partition = tp.topic, tp.partition
+    for record in records:
+        offset = record.offset
+        if last is not None and offset < last:
+            continue
+        if last and offset - last > 1:
+            gaps.append((last + 1, offset))
+        ts = record.timestamp
+        append(fc.ConsumerMessage(topic, partition, offset, None if ts is None else ts / 1000.0,
+                                  record.timestamp_type, record.headers, record.key, record.value,
+                                  record.checksum, record.serialized_key_size, record.serialized_value_size,
+                                  tp, generation_id=generation_id))
+        last = offset
+    return messages, gaps, last
+
+
+async def _deliver_each(self, tp, tp_records: list, generation_id) -> None:
+    """Upstream's per-message path, for topics without an inbox."""
+    acks_enabled = self.app.topics.acks_enabled_for(tp.topic)
+    callback, to_message = self.callback, self._to_message
+    for n, record in enumerate(tp_records, 1):
+        if not self.flow_active or self.app.consumer_generation_id != generation_id:
+            return
+        if n % 100 == 0:
+            await asyncio.sleep(0)
+        message = to_message(tp, record)
+        offset = message.offset
+        r_offset = self._read_offset.get(tp)
+        if r_offset is None or offset >= r_offset:
+            gap = offset - (r_offset or 0)
+            if gap > 1 and r_offset and acks_enabled:
+                await self._add_gap(tp, r_offset + 1, offset)
+            if self._commit_every is not None and self._n_acked >= self._commit_every:
+                self._n_acked = 0
+                await self.commit()
+            if _may_block(self, tp):
+                await self.wait_first(callback(message), self.suspend_flow.wait())
+            else:
+                await callback(message)  # cannot block: no need for two tasks per message
+            self._read_offset[tp] = offset
+
+
+def track_many(consumer, messages: list) -> None:
+    """`Consumer.track_message` for a batch, without its per-message sensors: in flight, not acked yet."""
+    unacked = consumer._unacked_messages  # a WeakSet: a message nobody holds any more leaves it
+    if unacked._pending_removals:
+        unacked._commit_removals()
+    remove = unacked._remove
+    unacked.data.update([ref(m, remove) for m in messages])
+
+
+def ack_many(consumer, messages) -> None:
+    """`Consumer.ack` for a batch: the same bookkeeping under one lock, one wake-up of the committers."""
+    acked_now = []
+    with ack_lock:
+        acks_enabled: dict = {}
+        committed_offsets, acked_index, acked = consumer._committed_offset, consumer._acked_index, consumer._acked
+        for m in messages:
+            if m.acked:
+                continue
+            m.acked = True
+            enabled = acks_enabled.get(m.topic)
+            if enabled is None:
+                enabled = acks_enabled[m.topic] = consumer.app.topics.acks_enabled_for(m.topic)
+            if not enabled:
+                continue
+            tp, offset = m.tp, m.offset
+            committed = committed_offsets[tp]
+            if committed is None or offset >= committed:
+                index = acked_index[tp]
+                if offset not in index:
+                    index.add(offset)
+                    acked[tp].append(offset)
+                    acked_now.append(m)
+        consumer._unacked_messages -= acked_now
+        consumer._n_acked += len(acked_now)
+        notify(consumer._waiting_for_ack)
 
 
 def install() -> None:

@@ -40,6 +40,17 @@ class BatchInbox:
         if n >= self.maxsize:
             self._space.clear()
 
+    def put_many(self, messages: list) -> None:
+        """A fetched partition's messages at once (may pass `maxsize` by one fetch: callers check `full`)."""
+        self._messages.extend(messages)
+        n = len(self._messages)
+        if n:
+            self._arrived.set()
+        if n >= self.batch_rows:
+            self._batch_ready.set()
+        if n >= self.maxsize:
+            self._space.clear()
+
     async def wait_space(self) -> None:
         await self._space.wait()
 

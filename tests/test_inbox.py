@@ -45,3 +45,79 @@ async def test_take_waits_for_the_first_message_and_the_full_inbox_makes_room():
 def test_an_inbox_smaller_than_a_batch_is_refused():
     with pytest.raises(ValueError):
         BatchInbox(maxsize=5, batch_rows=10)
+
+
+async def test_put_many_wakes_the_taker_and_fills_the_inbox():
+    inbox = BatchInbox(maxsize=4, batch_rows=3)
+    taker = asyncio.ensure_future(inbox.take(within=5.0))
+    await asyncio.sleep(0.05)
+    inbox.put_many([1, 2, 3, 4, 5])  # one fetched partition: may pass maxsize by one fetch
+    assert await asyncio.wait_for(taker, 1.0) == [1, 2, 3]
+    assert len(inbox) == 2 and not inbox.full()
+    inbox.put_many([6, 7])
+    assert inbox.full()
+
+
+class _Record:
+    def __init__(self, offset: int):
+        self.offset, self.timestamp, self.timestamp_type = offset, 1_700_000_000_000, 0
+        self.headers, self.key, self.value, self.checksum = [], b"k", b"v%d" % offset, None
+        self.serialized_key_size, self.serialized_value_size = 1, 2
+
+
+def test_a_fetched_partition_becomes_messages_past_the_read_offset_with_its_gaps():
+    from faust.types import TP
+
+    from streams.faust_patches import _messages
+
+    tp = TP("t", 3)
+    records = [_Record(o) for o in (4, 5, 6, 9, 10, 13)]
+    messages, gaps, last = _messages(tp, records, read_offset=5, generation_id=7)
+    # offset 5 is the read offset itself (after a seek it is the next one to read): kept, as upstream does
+    assert [m.offset for m in messages] == [5, 6, 9, 10, 13]
+    assert gaps == [(7, 9), (11, 13)] and last == 13
+    m = messages[0]
+    assert (m.topic, m.partition, m.tp, m.generation_id, m.value, m.timestamp) == ("t", 3, tp, 7, b"v5", 1_700_000_000.0)
+    assert not m.acked and m.refcount == 0
+    messages, gaps, last = _messages(tp, records, read_offset=None, generation_id=1)
+    assert [m.offset for m in messages] == [4, 5, 6, 9, 10, 13] and gaps == [(7, 9), (11, 13)]
+    assert _messages(tp, records, read_offset=20, generation_id=1) == ([], [], 20)
+
+
+def _consumer(name: str):
+    import faust
+
+    app = faust.App(name, broker="kafka://127.0.0.1:9")  # never started: only the consumer's bookkeeping
+    app.topics._acking_topics.add("events")
+    return app.consumer
+
+
+def test_batch_acks_keep_fausts_bookkeeping():
+    """ack_many / track_many leave a Faust consumer exactly as per-message track + Consumer.ack would."""
+    import gc
+
+    from faust.types import TP
+
+    from streams.faust_patches import _messages, ack_many, track_many
+
+    records = [_Record(o) for o in (10, 11, 12, 14, 15)]
+    tp = TP("events", 0)
+    one, batch = _consumer("per-message"), _consumer("batch")
+    for c in (one, batch):
+        c._committed_offset[tp] = 11  # offset 10 is below the committed offset: acked, not counted
+    msgs_one, _, _ = _messages(tp, records, None, 1)
+    msgs_batch, _, _ = _messages(tp, records, None, 1)
+    for m in msgs_one:
+        one.unacked.add(m)
+    track_many(batch, msgs_batch)
+    assert len(one.unacked) == len(batch.unacked) == 5
+    for m in msgs_one[:4]:
+        one.ack(m)
+    ack_many(batch, msgs_batch[:4] + msgs_batch[:2])  # acking twice changes nothing
+    for c in (one, batch):
+        assert c._acked[tp] == [11, 12, 14] and c._acked_index[tp] == {11, 12, 14} and c._n_acked == 3
+    assert [m.acked for m in msgs_batch] == [m.acked for m in msgs_one] == [True] * 4 + [False]
+    assert {m.offset for m in batch.unacked} == {m.offset for m in one.unacked} == {10, 15}
+    del msgs_batch[:]
+    gc.collect()
+    assert len(batch.unacked) == 0  # weakly held, as with Consumer.track_message

@@ -31,12 +31,17 @@ def main() -> None:
     asyncio.set_event_loop(asyncio.new_event_loop())
     from faust import Worker
 
+    from autologs import gcpolicy
+    from streams.faust_patches import install
+
+    install()  # as `autologs worker` does
     name = os.environ.get("BENCH_AGENTS_MODULE", "processors.agents")
     mod = importlib.import_module(name)
     sys.modules["processors.agents"] = mod  # streams.web's /health reads pipeline_stats from here
     import streams.web  # noqa: F401
     from streams.app import app
 
+    gcpolicy.install(settings.gc_interval_s)
     Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
 
 
