@@ -69,6 +69,7 @@ class ClickHouse:
         # Off the event loop. The client serves concurrent threads (measured on chdb: inserts and
         # queries side by side), so readers get their own pool and never wait behind a long insert.
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="clickhouse")
+        self._insert_contexts: dict[tuple, Any] = {}
 
     def sql(self, text: str) -> str:
         return text.replace("{db}", f"`{self.database}`")
@@ -82,9 +83,27 @@ class ClickHouse:
     def rows(self, text: str, parameters: dict | None = None, settings: dict | None = None) -> list[tuple]:
         return self.query(text, parameters, settings).result_rows
 
-    def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str],
-               settings: dict | None = None) -> None:
-        self.client.insert(table, rows, column_names=list(columns), database=self.database, settings=settings)
+    def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> None:
+        """Insert rows through a reused insert context (one per thread, table and column list).
+
+        Why: a fresh context asks the engine for the column types on every insert, and holds the rows in a
+        reference cycle (it keeps its own bound method), so they stayed alive until the next garbage
+        collection (measured: 266k row lists alive after 40 batches, a 0.24-0.57 s collection).
+        """
+        key = (threading.get_ident(), table, tuple(columns))
+        context = self._insert_contexts.get(key)
+        if context is None:
+            context = self.client.create_insert_context(table, column_names=list(columns), database=self.database)
+            self._insert_contexts[key] = context
+        try:
+            context.data = rows
+            self.client.insert(context=context)
+        except BaseException:
+            self._insert_contexts.pop(key, None)  # the table may have changed: ask for its types again
+            raise
+        finally:
+            context.data = None  # the rows are not kept (clickhouse-connect 1.12 keeps its block views: dropped too)
+            context._block_rows = context._block_columns = None
 
     def ensure_database(self) -> None:
         self.command("CREATE DATABASE IF NOT EXISTS {db}")

@@ -171,6 +171,16 @@ class Proc:
             pass
         return self.rows
 
+    def health(self) -> dict:
+        """The process's /health figures (empty when it has no page or does not answer)."""
+        if self.health_port is None:
+            return {}
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/health", timeout=2) as r:
+                return json.loads(r.read())
+        except Exception:
+            return {}
+
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 

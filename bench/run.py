@@ -123,10 +123,14 @@ async def measure(p: Proc, n: int, bootstrap: str, topic: str, timeout: float, p
                 spy.kill()
         await probe.stop()
     elapsed = t1 - t0
+    gc_stats = p.health().get("gc") or {}
+    if gc_stats:
+        log(f"{p.name}: garbage collections {gc_stats.get('collections')}, {gc_stats.get('seconds', 0):.2f} s in all, "
+            f"longest {gc_stats.get('longest_s', 0):.2f} s")
     done = n - r0 if n > r0 else n  # everything in the first batch (smoke): a lower bound
     return {"events_per_s": round(done / elapsed, 1), "seconds": round(elapsed, 3), "rows_at_start": r0,
             "single_batch": r0 >= n,  # everything landed in the first insert: the rate means nothing (smoke)
-            "rows_only_events_per_s": round(done / max(rows_done_at - t0, 1e-3), 1)}
+            "rows_only_events_per_s": round(done / max(rows_done_at - t0, 1e-3), 1), "gc": gc_stats}
 
 
 def _py_spy() -> str:

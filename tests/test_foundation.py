@@ -65,6 +65,39 @@ def test_event_log_write_and_read(ch):
                      "https://shop.example/p/1", "Receipt", datetime(2026, 11, 20, 6, 30, 0, 500000), 2, 41)]
 
 
+def test_inserted_rows_are_freed_at_once_and_the_context_is_reused(ch):
+    """No reference cycle keeps a batch's rows alive until a garbage collection (the worker runs one
+    every 10 s); later inserts into the same table reuse the insert context."""
+    import gc
+    import weakref
+
+    class Rows(list):  # a list that can be weakly referenced
+        pass
+
+    def batch(n: int) -> Rows:
+        evs = [EVENT_ADAPTER.validate_python({
+            "event_id": f"free-{uuid.uuid4().hex}", "account_id": "acct-free", "type": "identify",
+            "occurred_at": "2026-11-20T08:30:00Z", "contact_id": i + 1}) for i in range(n)]
+        return Rows(event_log_row(ev, Source("t", 0, i)) for i, ev in enumerate(evs))
+
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        first = batch(3)
+        ch.insert("event_log", first, EVENT_LOG_COLUMNS)
+        contexts = dict(ch._insert_contexts)
+        alive = weakref.ref(first)
+        del first
+        assert alive() is None, "the inserted rows are still referenced after the insert"
+        second = batch(2)
+        ch.insert("event_log", second, EVENT_LOG_COLUMNS)
+        assert ch._insert_contexts == contexts  # the same context objects: no new column-type query
+    finally:
+        if was_enabled:
+            gc.enable()
+    assert ch.command("SELECT count() FROM {db}.event_log FINAL WHERE account_id = 'acct-free'") == 5
+
+
 def test_migrate_plan_cli_lists_nothing_after_migration(ch, tmp_root):
     # The pytest process holds the chdb engine, so the CLI runs on a data dir of its own.
     env = {**os.environ, "AUTOLOGS_DATA_DIR": str(tmp_root / "cli-migrate")}
