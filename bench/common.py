@@ -11,6 +11,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from processors.pipeline import DictStates
+
 BENCH_DB = "bench"
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,7 +47,7 @@ def emit(**fields) -> None:
     sys.stdout.flush()
 
 
-class ChangelogStates(dict):
+class ChangelogStates(DictStates):
     """The baselines' contact states: a dict whose changes are also sent to a compacted Kafka topic, as
     the worker's Faust table does, so the baselines pay for the same durability. `changes()` hands over
     what was set since the last call; the caller sends it and waits for delivery before committing."""

@@ -15,7 +15,7 @@ from streams.app import app, settings
 from streams.channels import dead_letters_topic, sources_topic
 from streams.faust_patches import ack_many, deliver_in_batches, track_many
 from streams.inbox import BatchInbox
-from streams.tables import enrollments
+from streams.tables import TableStates, enrollments
 from streams.topics import topics
 
 log = logging.getLogger("autologs.agents")
@@ -36,7 +36,7 @@ async def send_dead_letters(invalid: list[tuple[RawMessage, str]]) -> None:
 def pipeline() -> Pipeline:
     global _pipeline
     if _pipeline is None:
-        _pipeline = Pipeline(settings, ClickHouse(settings), send_dead_letters, enrollments,
+        _pipeline = Pipeline(settings, ClickHouse(settings), send_dead_letters, TableStates(enrollments),
                              commands_topic=topics(settings).commands)
     return _pipeline
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, MutableMapping
+from typing import Any, Awaitable, Callable, Protocol
 
 from pydantic import ValidationError
 
@@ -28,6 +28,22 @@ from sinks.clickhouse import ClickHouseSink
 log = logging.getLogger("autologs.pipeline")
 
 DeadLetterSender = Callable[[list[tuple[RawMessage, str]]], Awaitable[None]]
+
+
+class ContactStates(Protocol):
+    """Each contact's state (account:contact key -> bytes); saved to the partition of its events."""
+
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def save(self, changed: dict[bytes, tuple[int, bytes]]) -> None: ...
+
+
+class DictStates(dict):
+    """Contact states in memory (a replay, tests): the partition does not matter there."""
+
+    def save(self, changed: dict[bytes, tuple[int, bytes]]) -> None:
+        for key, (_partition, raw) in changed.items():
+            self[key] = raw
 
 
 @dataclass
@@ -69,7 +85,7 @@ class Pipeline:
     settings: Settings
     ch: ClickHouse
     send_dead_letters: DeadLetterSender
-    states: MutableMapping[bytes, bytes]  # the Faust table in the worker; a dict in unit tests
+    states: ContactStates  # the Faust table in the worker (streams/tables.py); DictStates elsewhere
     commands_topic: str = ""
     table_suffix: str = ""  # a replay writes into shadow tables (event_log__replay, ...)
     on_logged: Callable[[list[list]], None] | None = None  # sees every event-log row batch (replay manifest)
@@ -168,7 +184,7 @@ class Pipeline:
             barrier = self.held.take_contact(r.source.partition, lambda h, key=key: h.key() == key, r.sort_key()[0])
             ordered.setdefault(key, []).extend(barrier + [r])
         derived = Derived()
-        changed: dict[bytes, bytes] = {}
+        changed: dict[bytes, tuple[int, bytes]] = {}
         for key, items in ordered.items():
             items.sort(key=Held.sort_key)
             state = load_state(self.states.get(key))
@@ -178,14 +194,13 @@ class Pipeline:
                     h.event = self._removal_event(h.command, state)
                     log_rows.append(event_log_row(h.event, h.source))
                 dirty |= apply_event(state, h.event, h.source, derived)
-            if dirty:
-                changed[key] = dump_state(state)
+            if dirty:  # the state goes where the contact's events are read: their partition
+                changed[key] = (items[0].source.partition, dump_state(state))
         # Rows first, contact states after: a crash in between re-derives the same rows.
         await self._write_event_log(log_rows)  # the removals' automation_removed events
         await self.scenario_sink.write(derived.scenario_rows)
         await self.enrollment_sink.write(derived.enrollment_rows)
-        for key, raw in changed.items():
-            self.states[key] = raw
+        self.states.save(changed)
         self.stats.scenario_rows += len(derived.scenario_rows)
         self.stats.enrollment_changes += len(derived.enrollment_rows)
         self.stats.late_events += derived.late

@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from autologs.clickhouse import ClickHouse
 from autologs.config import Settings
-from processors.pipeline import Held, Pipeline
+from processors.pipeline import DictStates, Held, Pipeline
 from processors.scenarios import to_ms
 from processors.validate import RawMessage
 from replay.plan import ReplayPlan, ReplayRefused
@@ -99,7 +99,7 @@ class Replay:
         self.progress = ReplayProgress(plan.total)
         # Only the watermark and the end of the replay release held events: no wall-clock idling.
         replay_settings = settings.model_copy(update={"scenario_idle_release_s": 1e9})
-        self.states: dict[bytes, bytes] = {}
+        self.states = DictStates()
         self._manifest: list[list] = []
         self._keep_manifest = not in_place  # the shadow pass is verified; in-place writes are not
         self.pipeline = self._pipeline(replay_settings, "" if in_place else SHADOW)

@@ -1,8 +1,8 @@
 """Faust tables. `enrollments`: each contact's scenario state, keyed like the events (account:contact).
 
-Changelog-backed, so a restarted or rebalanced worker recovers it. `use_partitioner`: the changelog
-record for a key goes to the partition Kafka's default partitioner picks for that key, which is the
-partition of the contact's events (same key bytes, same partition count).
+Changelog-backed, so a restarted or rebalanced worker recovers it. A contact's changelog record goes to
+the partition its events came from (`TableStates`), whatever partitioner the producers use: the worker
+that reads partition p recovers changelog partition p (Faust co-partitions them).
 """
 from __future__ import annotations
 
@@ -14,6 +14,25 @@ enrollments = app.Table(
     partitions=settings.topic_partitions,
     key_type=bytes,  # bytes -> the "raw" codec for the changelog too (recovery decodes with it)
     value_type=bytes,
-    use_partitioner=True,
     help="Per contact (account:contact): its enrollments, remembered sends, and the applied mark",
 )
+
+
+class TableStates:
+    """The pipeline's view of `enrollments`: reads, and a batch's changes saved in one pass.
+
+    Faust's `table[key] = value` would pick the changelog partition with the producer's partitioner
+    (or the current event's, which a batch agent does not have); here it is the events' partition.
+    """
+
+    def __init__(self, table) -> None:
+        self.table = table
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.table.get(key)
+
+    def save(self, changed: dict[bytes, tuple[int, bytes]]) -> None:
+        store, send = self.table.data, self.table.send_changelog
+        for key, (partition, raw) in changed.items():
+            store[key] = raw
+            send(partition, key, raw)

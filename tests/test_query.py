@@ -18,7 +18,7 @@ import pytest
 from autologs import migrate
 from autologs.clickhouse import ClickHouse
 from autologs.config import Settings
-from processors.pipeline import Pipeline
+from processors.pipeline import DictStates, Pipeline
 from processors.scenarios import SCENARIO_LOG_COLUMNS
 from processors.validate import RawMessage
 from query import csv_export, views
@@ -59,7 +59,7 @@ async def _derive(db: ClickHouse, events: list[dict]) -> None:
     async def no_dead_letters(items):
         raise AssertionError(f"unexpected dead letters: {items}")
 
-    pipeline = Pipeline(Settings(scenario_idle_release_s=0.001), db, no_dead_letters, states={})
+    pipeline = Pipeline(Settings(scenario_idle_release_s=0.001), db, no_dead_letters, states=DictStates())
     batch = [(RawMessage("events", 0, i, k, v, 0), i) for i, (k, v) in enumerate(map(keyed, events))]
     await pipeline.handle(batch)
     await asyncio.sleep(0.01)

@@ -152,3 +152,44 @@ async def test_removal_of_51_contacts_is_refused_whole(make_story):
     await s.drained()
     [cat] = live_sql(worker, "SELECT status FROM {db}.enrollment_state FINAL WHERE email = 'cat@example.com'")
     assert cat == {"status": "active"}
+
+
+async def test_a_contacts_state_is_saved_to_the_partition_of_its_events(make_story):
+    """Producers may use another partitioner than Kafka's default (librdkafka's is CRC32): the state
+    goes to the changelog partition of the contact's events, which is the one its reader recovers."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka.partitioner import murmur2
+
+    s = make_story("copart")
+    n = s.settings.topic_partitions
+    worker = s.worker()
+    await ensure_topics(s.settings, s.names.all())
+    expected: dict[bytes, int] = {}
+    producer = AIOKafkaProducer(bootstrap_servers=s.settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for ev in story.phase_one():
+            key, value = keyed(ev)
+            expected[key] = ((murmur2(key) & 0x7FFFFFFF) + 1) % n  # never the default partitioner's choice
+            await producer.send_and_wait(s.names.events, value, key=key, partition=expected[key])
+    finally:
+        await producer.stop()
+    await s.drained()
+    worker.stop()  # the changelog is flushed
+
+    consumer = AIOKafkaConsumer(f"{s.names.app_id}-enrollments-changelog", bootstrap_servers=s.settings.kafka_bootstrap,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    saved: dict[bytes, set[int]] = {}
+    try:
+        while True:
+            batch = await consumer.getmany(timeout_ms=2000)
+            if not batch:
+                break
+            for tp, records in batch.items():
+                for r in records:
+                    saved.setdefault(r.key, set()).add(tp.partition)
+    finally:
+        await consumer.stop()
+    assert saved, "no contact state was saved"
+    assert {k: p for k, p in saved.items()} == {k: {expected[k]} for k in saved}
