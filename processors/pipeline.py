@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from operator import attrgetter
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Protocol
 
@@ -59,21 +60,29 @@ class PipelineStats:
 
 @dataclass(slots=True)
 class Held:
-    """One valid event (or removal command) waiting for its turn, with the handle to acknowledge."""
+    """One valid event (or removal command) waiting for its turn, with the handle to acknowledge.
+
+    Its order and contact key are computed once: a batch sorts and groups by them several times.
+    """
 
     event: Envelope | None
     source: Source
     token: Any
     command: RemoveContact | None = None  # becomes its automation_removed event when applied
+    order: tuple[int, str] = field(init=False)  # (event time in ms, id): the order of derivation
+    contact: bytes = field(init=False)  # the contact's key (account:contact)
 
-    def sort_key(self) -> tuple[int, str]:
+    def __post_init__(self) -> None:
         if self.event is not None:
-            return to_ms(self.event.occurred_at), self.event.event_id
-        return to_ms(self.command.requested_at), _removal_id(self.command)  # type: ignore[union-attr]
+            self.order = (to_ms(self.event.occurred_at), self.event.event_id)
+            who: Any = self.event
+        else:
+            self.order = (to_ms(self.command.requested_at), _removal_id(self.command))  # type: ignore[union-attr]
+            who = self.command
+        self.contact = partition_key(who.account_id, who.email, who.contact_id)
 
-    def key(self) -> bytes:
-        who = self.event if self.event is not None else self.command
-        return partition_key(who.account_id, who.email, who.contact_id)  # type: ignore[union-attr]
+
+_order = attrgetter("order")
 
 
 def _removal_id(command: RemoveContact) -> str:
@@ -141,8 +150,8 @@ class Pipeline:
         done = [tokens_of[id(m)] for m, _ in invalid]
 
         sources = [Source(m.topic, m.partition, m.offset) for _, m in checked.events]
-        self.held.add_many([(src.partition, to_ms(ev.occurred_at), ev.event_id, Held(ev, src, tokens_of[id(m)]))
-                            for (ev, m), src in zip(checked.events, sources)])
+        held = [Held(ev, src, tokens_of[id(m)]) for (ev, m), src in zip(checked.events, sources)]
+        self.held.add_many([(h.source.partition, *h.order, h) for h in held])
         touched = {src.partition for src in sources}
         released = [item for p in sorted(touched) for item in self.held.release(p)]
         log_rows = [event_log_row(ev, src) for (ev, _), src in zip(checked.events, sources)]
@@ -178,15 +187,15 @@ class Pipeline:
         # A removal is a barrier: the contact's held events up to its time are applied first, at once.
         ordered: dict[bytes, list[Held]] = {}
         for h in released:
-            ordered.setdefault(h.key(), []).append(h)
+            ordered.setdefault(h.contact, []).append(h)
         for r in removals:
-            key = r.key()
-            barrier = self.held.take_contact(r.source.partition, lambda h, key=key: h.key() == key, r.sort_key()[0])
+            key = r.contact
+            barrier = self.held.take_contact(r.source.partition, lambda h, key=key: h.contact == key, r.order[0])
             ordered.setdefault(key, []).extend(barrier + [r])
         derived = Derived()
         changed: dict[bytes, tuple[int, bytes]] = {}
         for key, items in ordered.items():
-            items.sort(key=Held.sort_key)
+            items.sort(key=_order)
             state = load_state(self.states.get(key))
             dirty = False
             for h in items:
