@@ -57,10 +57,6 @@ def crash_loudly(agent: str, exc: BaseException) -> None:
     os._exit(70)
 
 
-def _raw(m) -> RawMessage:
-    return RawMessage(m.topic, m.partition, m.offset, m.key, m.value, int(m.timestamp * 1000), tuple(m.headers or ()))
-
-
 async def _ack(messages) -> None:
     """The offsets become committable (Faust commits acknowledged offsets only).
 
@@ -107,7 +103,7 @@ async def ingest_events(stream):
     try:
         inbox = _start_batches(stream)
         async for messages in take_batches(inbox, settings.sink_max_delay_ms / 1000):
-            done = await pipeline().handle([(_raw(m), m) for m in messages])
+            done = await pipeline().handle([(m, m) for m in messages])  # InboxMessage: read and acked as is
             await _ack(done)
     except asyncio.CancelledError:
         raise

@@ -187,6 +187,16 @@ async def _deliver(self, records: dict, active_partitions, seeks_at_fetch: int) 
     return reread
 
 
+class InboxMessage(fc.ConsumerMessage):
+    """A Faust message that is also what the pipeline reads (processors.validate.RawMessage's fields)."""
+
+    __slots__ = ()
+
+    @property
+    def timestamp_ms(self) -> int:
+        return int(self.timestamp * 1000) if self.timestamp is not None else 0
+
+
 def _messages(tp, records: list, read_offset, generation_id) -> tuple[list, list, int]:
     """Faust messages of one partition's records, past the read offset; the offset gaps between them."""
     messages, gaps = [], []
@@ -200,7 +210,7 @@ def _messages(tp, records: list, read_offset, generation_id) -> tuple[list, list
         if last and offset - last > 1:
             gaps.append((last + 1, offset))
         ts = record.timestamp
-        append(fc.ConsumerMessage(topic, partition, offset, None if ts is None else ts / 1000.0,
+        append(InboxMessage(topic, partition, offset, None if ts is None else ts / 1000.0,
                                   record.timestamp_type, record.headers, record.key, record.value,
                                   record.checksum, record.serialized_key_size, record.serialized_value_size,
                                   tp, generation_id=generation_id))

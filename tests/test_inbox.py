@@ -79,6 +79,7 @@ def test_a_fetched_partition_becomes_messages_past_the_read_offset_with_its_gaps
     m = messages[0]
     assert (m.topic, m.partition, m.tp, m.generation_id, m.value, m.timestamp) == ("t", 3, tp, 7, b"v5", 1_700_000_000.0)
     assert not m.acked and m.refcount == 0
+    assert m.timestamp_ms == 1_700_000_000_000 and m.key == b"k" and m.headers == []  # what the pipeline reads
     messages, gaps, last = _messages(tp, records, read_offset=None, generation_id=1)
     assert [m.offset for m in messages] == [4, 5, 6, 9, 10, 13] and gaps == [(7, 9), (11, 13)]
     assert _messages(tp, records, read_offset=20, generation_id=1) == ([], [], 20)
