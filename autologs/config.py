@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     web_host: str = Field("127.0.0.1", description="Address the worker's web server binds (0.0.0.0 in a container)")
     sink_max_rows: int = Field(20_000, ge=1, description="A sink buffer is flushed at this many rows...")
     sink_max_delay_ms: int = Field(250, ge=1, description="...or when its oldest row is this old")
+    inbox_batches: int = Field(5, ge=1, description="Fetched messages the worker holds for its agent, in batches of sink_max_rows (fewer: less memory and shorter garbage collections)")
     sink_retry_max_s: float = Field(30.0, description="Longest back-off between retries of a failing insert")
     scenario_lateness_s: float = Field(300.0, ge=0, description="Events late by up to this much (event time) are still applied in order")
     scenario_idle_release_s: float = Field(2.0, gt=0, description="A quiet partition releases its held events after this long")

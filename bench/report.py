@@ -38,8 +38,8 @@ GOALS: dict[str, tuple[str, str, str, float | str]] = {
 }
 # Figures shown without a goal (context for the ones above).
 EXTRA: dict[str, tuple[str, str]] = {
-    "raw_loop_events_per_s": ("plain aiokafka loop: getmany + the worker's Pipeline, states in a dict", "events/s"),
-    "quixstreams_events_per_s": ("quixstreams app: BatchingSink + the worker's Pipeline, states in a dict", "events/s"),
+    "raw_loop_events_per_s": ("plain aiokafka loop: getmany + the worker's Pipeline, states in a dict sent to a changelog topic", "events/s"),
+    "quixstreams_events_per_s": ("quixstreams app: BatchingSink + the worker's Pipeline, states in a dict sent to a changelog topic", "events/s"),
     "scenarios_page_ms_p50_1m": ("scenario-log page (email + a month), 1M rows, p50", "ms"),
     "scenarios_page_ms_p50_10m": ("scenario-log page (email + a month), 10M rows, p50", "ms"),
     "events_account_page_ms_p50_10m": ("event-log page without email (account, 7 days), 10M rows, p50", "ms"),

@@ -68,7 +68,7 @@ async def _ack(messages) -> None:
 
 def _start_batches(stream) -> BatchInbox:
     global _inbox
-    _inbox = BatchInbox(maxsize=max(settings.sink_max_rows * 5, 100_000), batch_rows=settings.sink_max_rows)
+    _inbox = BatchInbox(maxsize=settings.sink_max_rows * settings.inbox_batches, batch_rows=settings.sink_max_rows)
     deliver_in_batches(app, stream.channel, _inbox)
     return _inbox
 
