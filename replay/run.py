@@ -10,6 +10,7 @@ verified shadow source just before the swap, and are swapped with it.
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import time
@@ -171,7 +172,7 @@ class Replay:
         commands = {tp: r for tp, r in ranges.items() if tp.topic == self.names.commands}
         events = {tp: r for tp, r in ranges.items() if tp.topic != self.names.commands}
         pending_commands: dict[int, list] = {}
-        async for records in self._fetch(commands, track=False):
+        async for records, _ in self._fetch(commands):
             for tp, batch in records:
                 pending_commands.setdefault(tp.partition, []).extend(batch)
 
@@ -180,7 +181,8 @@ class Replay:
             self._positions[TopicPartition(self.names.commands, record.partition)] = record.offset + 1
             return self._raw(self.names.commands, record), None
 
-        async for records in self._fetch(events):
+        async for records, reached in _ahead(self._fetch(events)):
+            self._positions.update(reached)  # counted as read with its batch: a checkpoint never passes it
             batch: list[tuple[RawMessage, None]] = []
             for tp, recs in records:
                 queue = pending_commands.get(tp.partition, [])
@@ -193,7 +195,8 @@ class Replay:
         if leftover:
             await self._handle([command(r) for r in leftover])
 
-    async def _fetch(self, ranges: dict[TopicPartition, tuple[int, int]], track: bool = True):
+    async def _fetch(self, ranges: dict[TopicPartition, tuple[int, int]]):
+        """Batches of records within `ranges`, each with the positions it reaches (applied by the caller)."""
         todo = {tp: r for tp, r in ranges.items() if self._positions.get(tp, r[0]) < r[1]}
         reached = {tp: self._positions.get(tp, r[0]) for tp, r in todo.items()}
         if not todo:
@@ -207,25 +210,21 @@ class Replay:
                 consumer.seek(tp, reached[tp])
             while todo:
                 fetched = await consumer.getmany(*todo, timeout_ms=2000, max_records=self.settings.sink_max_rows)
-                out = []
+                out, moved = [], {}
                 for tp, recs in fetched.items():
                     recs = [r for r in recs if r.offset < todo[tp][1]]
                     if recs:
                         out.append((tp, recs))
-                        reached[tp] = recs[-1].offset + 1
-                        if track:
-                            self._positions[tp] = reached[tp]
+                        reached[tp] = moved[tp] = recs[-1].offset + 1
                 for tp in list(todo):
                     end = todo[tp][1]
                     if reached[tp] < end and await consumer.position(tp) >= end:
-                        reached[tp] = end  # the rest were not records (e.g. transaction markers)
-                        if track:
-                            self._positions[tp] = end
+                        reached[tp] = moved[tp] = end  # the rest were not records (e.g. transaction markers)
                     if reached[tp] >= end:
                         todo.pop(tp)
                         consumer.pause(tp)
-                if out:
-                    yield out
+                if out or moved:
+                    yield out, moved
         finally:
             await consumer.stop()
 
@@ -323,3 +322,29 @@ class Replay:
             self.pipeline.held.add(partition, to_ms(ev.occurred_at), ev.event_id, Held(ev, Source(*source), None))
         log.info("resuming the replay at %d of %d messages", self.progress.read, self.plan.total)
         return True
+
+
+async def _ahead(batches, depth: int = 1):
+    """Fetch (and decode) the next batch while this one is processed: the pipeline's inserts release the
+    event loop, and the fetch runs then instead of after them. At most `depth` + 1 batches wait."""
+    queue: asyncio.Queue = asyncio.Queue()
+    room = asyncio.Semaphore(depth)
+    done = object()
+
+    async def pump() -> None:
+        try:
+            async for item in batches:
+                queue.put_nowait(item)
+                await room.acquire()
+        finally:
+            queue.put_nowait(done)
+            await batches.aclose()
+
+    task = asyncio.ensure_future(pump())
+    try:
+        while (item := await queue.get()) is not done:
+            room.release()
+            yield item
+        await task  # a fetch error is raised here
+    finally:
+        task.cancel()
