@@ -1,11 +1,12 @@
 """Two measured patches of faust-streaming's consumer loop (see bench/README.md and the README).
 
 1. Batch delivery. Topics registered with `deliver_in_batches` skip the conductor: each fetched
-   message is appended to a `BatchInbox` that a batch agent empties (processors/agents.py). Upstream
-   turns every message into an Event, puts it on a queue, and the stream takes it off again with an
-   event-loop turn and sensors per message; measured here that was about a third of the worker's CPU.
-   Subscription, assignment, acknowledgements and commits stay Faust's: the agent tracks and acks the
-   messages themselves (`Consumer.track_message` / `Consumer.ack`).
+   partition's records become messages in one tight loop and are appended at once to a `BatchInbox`
+   that a batch agent empties (processors/agents.py). Upstream turns every message into an Event, puts
+   it on a queue, and the stream takes it off again with an event-loop turn and sensors per message;
+   measured here that was about a third of the worker's CPU. Subscription, assignment, acknowledgements
+   and commits stay Faust's: the agent tracks and acks the messages with the same bookkeeping as
+   `Consumer.track_message` / `Consumer.ack`, a batch at a time (`track_many`, `ack_many`).
 2. Upstream delivers every other message with `wait_first(callback(message), suspend_flow.wait())`:
    two tasks and an `asyncio.wait` per message, so that a rebalance can interrupt a delivery blocked on
    a full stream buffer. This copy awaits the delivery directly when it cannot block, and keeps the
