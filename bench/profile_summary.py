@@ -22,8 +22,10 @@ STAGES = [  # (stage, substrings of a frame; any match)
     ("Faust stream iteration (per event: __aiter__, processors, sensors)", ("__aiter__ (faust/streams.py", "_py_aiter", "on_stream_event_in", "on_message_in", "_c_aiter")),
     ("Faust fetcher loop (Consumer._drain_messages: wait_first/getmany per fetch)", ("_drain_messages",)),
     ("Faust conductor / consumer callback (per message -> channel queue)", ("on_message (faust/transport/conductor", "conductor.py", "channels.py", "faust/transport/consumer.py", "put (faust", "deliver")),
+    ("changelog and dead letters produced (aiokafka producer, socket writes)", ("aiokafka/producer", "Sender._send_produce_req", "ProducerBuffer")),
     ("aiokafka fetch + record decoding", ("aiokafka/consumer/fetcher", "aiokafka/record", "aiokafka/conn", "getmany")),
     ("commit", ("commit",)),
+    ("the batch step's own lines (lists, grouping, sorting, freeing the batch)", ("processors/pipeline.py", "processors/agents.py")),
     ("asyncio scheduling overhead", ("asyncio/",)),
 ]
 
