@@ -41,7 +41,7 @@ CHUNK_ROWS = 50_000  # rows of one query for whole chunks (csv_chunks without st
 CHUNKS_PER_SCAN = 10  # views without a time-ordered copy: chunk boundaries found by one scan of the sort keys
 # view -> a copy sorted by (account_id, <view time>, <view keys>), the dump's order; partitions by month of the
 # time column, so the copies of one row never span two partitions (FINAL need not merge across them).
-DUMP_TABLES = {"events": "event_log_by_time"}
+DUMP_TABLES = {view: spec.by_time for view, spec in SPECS.items() if spec.by_time}
 EXPORT_CHUNK_ROWS = 250_000  # rows of one query when export_csv streams (memory does not grow with it)
 STREAM_READ = 1 << 20  # bytes of one streamed piece
 PREFETCH = 4  # pieces that export_csv lets the query thread get ahead by
@@ -78,7 +78,7 @@ def csv_chunks(ch, view: str, account_id: str, params: Mapping[str, str], *, str
     select = ", ".join(guard(sql) for _, sql in columns)
     copy = view in DUMP_TABLES
     if copy:
-        q = replace(q, spec=replace(q.spec, table=DUMP_TABLES[view]))
+        q = replace(q, table=DUMP_TABLES[view])
     settings = _COPY_SETTINGS if copy else _SETTINGS
     rows = chunk_rows or CHUNK_ROWS
     after = None
@@ -116,7 +116,7 @@ def _between(q: Query, after: list | None, last: list | None) -> tuple[list[str]
 def _keys_sql(q: Query, where: list[str], tail: str) -> str:
     """The sort keys of the matching rows, newest first, without FINAL (see the module doc)."""
     keys = ", ".join(f"{sql} AS _k{i}" for i, sql in enumerate(q.key_select()))
-    return (f"SELECT {keys} FROM {{db}}.{q.spec.table} WHERE {' AND '.join([*q.where, *where])} "
+    return (f"SELECT {keys} FROM {{db}}.{q.table} WHERE {' AND '.join([*q.where, *where])} "
             f"ORDER BY {q.order_by()} {tail}")
 
 

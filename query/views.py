@@ -128,6 +128,7 @@ class View:
     filters: dict[str, Callable]
     defaults: tuple[tuple[str, str], ...] = ()
     default_range: bool = True   # contacts: the date range applies only when asked
+    by_time: str = ""            # a copy sorted by (account_id, time, keys): what reads without an email use
 
 
 SPECS: dict[str, View] = {
@@ -142,7 +143,8 @@ SPECS: dict[str, View] = {
          "event_type": _eq("event_type", _choice(*EVENT_TYPES)), "event_name": _eq("event_name"),
          "name": _contains("source_name"), "ip": _ip, "message_id": _eq("message_id"),
          "template_id": _eq("template_id", _uint64, "UInt64"), "campaign_id": _eq("campaign_id", _uint64, "UInt64"),
-         "scenario": _eq("automation_id")}),
+         "scenario": _eq("automation_id")},
+        by_time="event_log_by_time"),
     "scenarios": View(
         "scenario_log", "occurred_at", ("scenario_id", "source_event_id"), "concat(scenario_id, '|', source_event_id)",
         (("date", _date("occurred_at")), ("user_email", "email"), ("scenario_name", "scenario_name"),
@@ -221,6 +223,7 @@ class Query:
     end: int | None
     after: list | None          # sort key of the last row of the previous page
     digest: str                 # the view, account and filters the cursor is bound to
+    table: str = ""             # where the rows are read: the view's table, or its time-ordered copy
 
     def columns(self) -> list[tuple[str, str]]:
         return [(name, sql(self.lang) if callable(sql) else sql) for name, sql in self.spec.columns]
@@ -246,7 +249,7 @@ class Query:
         return cond, dict(zip(names, key))
 
     def sql(self, select: str, extra: list[str] = (), tail: str = "") -> str:
-        return (f"SELECT {select} FROM {{db}}.{self.spec.table} FINAL WHERE {' AND '.join([*self.where, *extra])} "
+        return (f"SELECT {select} FROM {{db}}.{self.table} FINAL WHERE {' AND '.join([*self.where, *extra])} "
                 f"ORDER BY {self.order_by()} {tail}")
 
 
@@ -323,7 +326,10 @@ def parse(view: str, account_id: str, params: Mapping[str, str], *, paging: bool
             raise QueryError(f"from ({lo.isoformat()}) is after to ({hi.isoformat()}): give from <= to")
         start, end = _ms(lo), _ms(hi)
     digest = _hash(view, account_id, {k: v for k, v in values.items() if k in ("from", "to", "tz")}, filters)
-    q = Query(view, spec, where, bound, zone, lang, limit, start, end, None, digest)
+    # event_log is sorted by contact first: a page without an email reads the account's newest rows from
+    # the time-ordered copy instead (measured at 10M rows: 303 ms -> see README, Performance).
+    table = spec.by_time if spec.by_time and "email" not in filters else spec.table
+    q = Query(view, spec, where, bound, zone, lang, limit, start, end, None, digest, table)
     if paging and "cursor" in values:
         q.after, q.start, q.end = _decode_cursor(values["cursor"], q)
     if q.start is not None:

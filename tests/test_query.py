@@ -10,6 +10,7 @@ import base64
 import csv
 import io
 import json
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import orjson
@@ -292,6 +293,27 @@ def test_the_events_dump_reads_the_time_ordered_copy_and_equals_the_pages(db, mo
     assert out.getvalue() == dump
     monkeypatch.setattr(csv_export, "DUMP_TABLES", {})  # the same dump from event_log
     assert b"".join(csv_chunks(db, "events", A, params)) == dump
+
+
+@pytest.mark.parametrize("params", [RANGE, RANGE | {"event_type": "form", "lang": "fr"}, RANGE | {"ip": "internal"}])
+def test_event_pages_without_an_email_read_the_time_ordered_copy_and_equal_event_logs(db, monkeypatch, params):
+    """event_log is sorted by contact first; a page without an email reads event_log_by_time (the account's
+    newest rows are one slice of its key): the same rows, in the same order, across every page."""
+    sql_seen: list[str] = []
+    query = db.query
+    monkeypatch.setattr(db, "query", lambda sql, *a, **k: (sql_seen.append(sql), query(sql, *a, **k))[1])
+    from_copy = all_rows(db, "events", A, params, limit=3)
+    assert from_copy and sql_seen and all("event_log_by_time FINAL" in s for s in sql_seen)
+    monkeypatch.setitem(views.SPECS, "events", replace(views.SPECS["events"], by_time=""))
+    sql_seen.clear()
+    assert all_rows(db, "events", A, params, limit=3) == from_copy
+    assert sql_seen and not any("event_log_by_time" in s for s in sql_seen)
+    monkeypatch.undo()
+    sql_seen.clear()
+    email = next(r["email"] for r in from_copy if r["email"])
+    monkeypatch.setattr(db, "query", lambda sql, *a, **k: (sql_seen.append(sql), query(sql, *a, **k))[1])
+    assert all_rows(db, "events", A, params | {"email": email}) == [r for r in from_copy if r["email"] == email]
+    assert not any("event_log_by_time" in s for s in sql_seen)  # one contact: event_log's own order
 
 
 def test_csv_cells_are_quoted_and_protected_against_formulas(db):
