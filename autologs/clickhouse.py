@@ -70,6 +70,7 @@ class ClickHouse:
         # queries side by side), so readers get their own pool and never wait behind a long insert.
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="clickhouse")
         self._insert_contexts: dict[tuple, Any] = {}
+        self._settings_known: dict[str, bool] = {}
 
     def sql(self, text: str) -> str:
         return text.replace("{db}", f"`{self.database}`")
@@ -79,6 +80,15 @@ class ClickHouse:
 
     def query(self, text: str, parameters: dict | None = None, settings: dict | None = None):
         return self.client.query(self.sql(text), parameters=parameters, settings=settings)
+
+    def supported(self, settings: dict[str, Any]) -> dict[str, Any] | None:
+        """The settings this engine knows: a query-speed setting must not fail a read on an older server."""
+        unknown = [name for name in settings if name not in self._settings_known]
+        if unknown:
+            known = {name for name, in self.client.query(
+                "SELECT name FROM system.settings WHERE name IN {names:Array(String)}", {"names": unknown}).result_rows}
+            self._settings_known.update({name: name in known for name in unknown})
+        return {k: v for k, v in settings.items() if self._settings_known[k]} or None
 
     def rows(self, text: str, parameters: dict | None = None, settings: dict | None = None) -> list[tuple]:
         return self.query(text, parameters, settings).result_rows

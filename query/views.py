@@ -129,6 +129,7 @@ class View:
     defaults: tuple[tuple[str, str], ...] = ()
     default_range: bool = True   # contacts: the date range applies only when asked
     by_time: str = ""            # a copy sorted by (account_id, time, keys): what reads without an email use
+    settings: tuple[tuple[str, Any], ...] = ()  # ClickHouse settings of its page queries
 
 
 SPECS: dict[str, View] = {
@@ -153,7 +154,12 @@ SPECS: dict[str, View] = {
          ("message", lambda lang: sql_render_expression("message_code", "message_params", lang))),
         {"email": _email("email"), "contact_id": _eq("contact_id", _uint64, "UInt64"), "scenario": _eq("scenario_id"),
          "step": _eq("step_id"), "type": _eq("type", _choice(*EVENT_TYPES)),
-         "workflow_point": _eq("workflow_point", _choice(*WORKFLOW_POINTS))}),
+         "workflow_point": _eq("workflow_point", _choice(*WORKFLOW_POINTS))},
+        # The email and step filters use skip indexes under FINAL. Exact mode would also read every granule
+        # sharing sorting-key values with a selected one, in case a newer copy of a row no longer matches;
+        # here every copy of a row is derived from the same event and carries the same email and step, so
+        # it matches too. Measured on 10M rows, email + a month: 420 -> 166 ms.
+        settings=(("use_skip_indexes_if_final_exact_mode", 0),)),
     "contacts": View(
         "enrollment_state", "entered_at", ("scenario_id", "contact_key"), "concat(scenario_id, '|', contact_key)",
         (("email", "email"), ("contact_id", _uint("contact_id")), ("scenario", "scenario_name"), ("step", "step_id"),
@@ -352,7 +358,8 @@ def page(ch, view: str, account_id: str, params: Mapping[str, str]) -> dict:
         cond, p = q.keyset(q.after, "cur_")
         extra.append(cond)
         params_.update(p)
-    result = ch.query(q.sql(select, extra, f"LIMIT {q.limit + 1}"), params_).result_rows
+    result = ch.query(q.sql(select, extra, f"LIMIT {q.limit + 1}"), params_,
+                      settings=ch.supported(dict(q.spec.settings))).result_rows
     names = [c for c, _ in cols]
     rows = [{"id": r[0], **dict(zip(names, r[1:1 + len(names)]))} for r in result[:q.limit]]
     more = len(result) > q.limit

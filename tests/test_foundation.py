@@ -126,3 +126,10 @@ def test_gc_policy_turns_the_automatic_collector_off_and_still_frees_cycles():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_settings_the_engine_does_not_know_are_not_sent(ch):
+    assert ch.supported({"use_skip_indexes_if_final_exact_mode": 0, "no_such_setting_anywhere": 1}) == \
+        {"use_skip_indexes_if_final_exact_mode": 0}
+    assert ch.supported({"no_such_setting_anywhere": 1}) is None
+    assert ch.supported({}) is None
