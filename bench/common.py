@@ -164,13 +164,10 @@ class Proc:
                 self.rows = max(self.rows, int(msg["rows_written"]))
 
     def rows_written(self) -> int:
-        if self.health_port is None:
-            return self.rows
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/health", timeout=2) as r:
-                self.rows = int(json.loads(r.read()).get("rows_written", 0))
-        except Exception:
-            pass
+        """Rows written so far (the last answer kept when the page does not answer)."""
+        health = self.health()
+        if "rows_written" in health:
+            self.rows = int(health["rows_written"])
         return self.rows
 
     def health(self) -> dict:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from operator import attrgetter
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, Awaitable, Callable, Protocol
 
 from pydantic import ValidationError

@@ -24,7 +24,6 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from autologs.clickhouse import ClickHouse
 from autologs.config import Settings
 from processors.pipeline import DictStates, Held, Pipeline
-from processors.scenarios import to_ms
 from processors.validate import RawMessage
 from replay.plan import ReplayPlan, ReplayRefused
 from schemas.events import EVENT_ADAPTER
@@ -319,7 +318,8 @@ class Replay:
         self.states.update({base64.b64decode(k): base64.b64decode(v) for k, v in data["states"].items()})
         for partition, event_json, source in data["held"]:
             ev = EVENT_ADAPTER.validate_json(event_json)
-            self.pipeline.held.add(partition, to_ms(ev.occurred_at), ev.event_id, Held(ev, Source(*source), None))
+            held = Held(ev, Source(*source), None)
+            self.pipeline.held.add(partition, *held.order, held)
         log.info("resuming the replay at %d of %d messages", self.progress.read, self.plan.total)
         return True
 
