@@ -161,7 +161,7 @@ def produce(source, all_or_nothing: bool) -> None:
             rejected += 1
             click.echo(f"line {number}: rejected: {explain(exc)}", err=True)
             continue
-        accepted.append((partition_key(ev.account_id, ev.email, ev.contact_id), line))
+        accepted.append((partition_key(ev["account_id"], ev["email"], ev["contact_id"]), line))
     if rejected and all_or_nothing:
         _fail(f"{rejected} line(s) rejected; nothing sent (--all-or-nothing). Fix them and run again.")
 

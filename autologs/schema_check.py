@@ -15,7 +15,7 @@ import re
 import types
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal, NamedTuple, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, NamedTuple, Union, get_args, get_origin, get_type_hints
 
 from autologs.clickhouse import ClickHouse
 
@@ -280,14 +280,14 @@ def model_problems(ch: ClickHouse, table: str = "event_log") -> list[str]:
             found[problem].append(event_type)
 
     for event_type, model in EVENT_MODELS.items():
-        for field, info in model.model_fields.items():
+        for field, annotation in get_type_hints(model, include_extras=True).items():
             if field in direct or field == "properties":
                 column = direct.get(field, "properties")
                 if column not in cols:
                     add(f"field {field}: its column {column} is missing from {table}", event_type)
                     continue
-                for py_type, meta in _leaves(info.annotation):
-                    why = type_mismatch(py_type, list(info.metadata) + meta, cols[column])
+                for py_type, meta in _leaves(annotation):
+                    why = type_mismatch(py_type, meta, cols[column])
                     if why:
                         add(f"field {field} ({getattr(py_type, '__name__', py_type)}) -> column {column} "
                             f"({cols[column]}): {why}", event_type)

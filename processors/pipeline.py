@@ -73,13 +73,14 @@ class Held:
     contact: bytes = field(init=False)  # the contact's key (account:contact)
 
     def __post_init__(self) -> None:
-        if self.event is not None:
-            self.order = (to_ms(self.event.occurred_at), self.event.event_id)
-            who: Any = self.event
+        ev = self.event
+        if ev is not None:
+            self.order = (to_ms(ev["occurred_at"]), ev["event_id"])
+            self.contact = partition_key(ev["account_id"], ev["email"], ev["contact_id"])
         else:
-            self.order = (to_ms(self.command.requested_at), _removal_id(self.command))  # type: ignore[union-attr]
-            who = self.command
-        self.contact = partition_key(who.account_id, who.email, who.contact_id)
+            cmd: Any = self.command
+            self.order = (to_ms(cmd.requested_at), _removal_id(cmd))
+            self.contact = partition_key(cmd.account_id, cmd.email, cmd.contact_id)
 
 
 _order = attrgetter("order")
@@ -172,15 +173,15 @@ class Pipeline:
     def _removal_event(command: RemoveContact, state: dict) -> AutomationRemoved:
         """The command as the automation event it stands for, named and placed from the contact's state."""
         enr = state["enr"].get(command.scenario_id, {})
-        return AutomationRemoved(
-            type="automation_removed",
+        return AutomationRemoved(  # every key, as validation would fill them in
             event_id=_removal_id(command),
             account_id=command.account_id, occurred_at=command.requested_at,
-            email=command.email or state["email"] or None,
             contact_id=command.contact_id or state["contact_id"] or None,
+            email=command.email or state["email"] or None,
+            ip=None, message_id=None, template_id=None, campaign_id=None, properties={},
             automation_id=command.scenario_id, automation_name=enr.get("name", ""),
             step_id=enr.get("step", ""), start_id=enr.get("start_id", ""),
-            entry_points=enr.get("entry_points", 1), removed_by=command.requested_by,
+            entry_points=enr.get("entry_points", 1), type="automation_removed", removed_by=command.requested_by,
         )
 
     async def _derive_and_write(self, log_rows: list[list], released: list[Held], removals: list[Held]) -> list[Any]:

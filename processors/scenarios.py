@@ -67,30 +67,29 @@ def new_state() -> dict[str, Any]:
 
 
 def _params(ev: Envelope) -> tuple[str, dict]:
-    d = ev.__dict__
-    t = d["type"]
+    t = ev["type"]
     if t == "automation_step_reached":
-        return t, {"step": d.get("step_name") or d["step_id"]}
+        return t, {"step": ev.get("step_name") or ev["step_id"]}
     if t == "automation_waiting":
-        until = d.get("wait_until")
-        return t, {"wait_for": d.get("wait_for") or "", "wait_until": until.isoformat() if until else ""}
+        until = ev.get("wait_until")
+        return t, {"wait_for": ev.get("wait_for") or "", "wait_until": until.isoformat() if until else ""}
     if t == "automation_action":
-        if d["action"] == "send_email":
-            return "automation_email_sent", {"name": str(d.get("message_id") or d.get("template_id")
-                                                          or d.get("campaign_id") or "")}
-        return t, {"action": d["action"], "step": d["step_id"]}
+        if ev["action"] == "send_email":
+            return "automation_email_sent", {"name": str(ev.get("message_id") or ev.get("template_id")
+                                                          or ev.get("campaign_id") or "")}
+        return t, {"action": ev["action"], "step": ev["step_id"]}
     if t == "automation_exited":
-        return t, {"reason": d["reason"]}
+        return t, {"reason": ev["reason"]}
     if t in ("automation_started", "automation_restarted", "automation_removed", "identify"):
         return t, {}
     if t == "track":
-        return t, {"name": d["event_name"]}
+        return t, {"name": ev["event_name"]}
     if t in ("page", "track_link"):
-        return t, {"url": d["url"]}
+        return t, {"url": ev["url"]}
     for name, ident in (("form_name", "form_id"), ("list_name", "list_id"), ("campaign_name", "campaign_id"),
                         ("template_name", "template_id")):
-        if ident in d and d.get(ident) is not None:
-            return t, {"name": d.get(name) or str(d[ident])}
+        if ident in ev and ev.get(ident) is not None:
+            return t, {"name": ev.get(name) or str(ev[ident])}
     return t, {}
 
 
@@ -98,9 +97,9 @@ def _scenario_row(ev: Envelope, src: Source, scenario_id: str, enr: dict, step_i
     code, params = _params(ev)
     entry_points = enr.get("entry_points", 1)
     return [
-        ev.account_id, scenario_id, enr.get("name", ""), ev.occurred_at, ev.contact_id or 0, ev.email or "",
-        step_id, enr.get("start_id", "") if entry_points > 1 else "", WORKFLOW_POINT.get(ev.type, ""), ev.type,
-        code, orjson.dumps(params).decode() if params else "", attribution, ev.event_id, *src,
+        ev["account_id"], scenario_id, enr.get("name", ""), ev["occurred_at"], ev["contact_id"] or 0, ev["email"] or "",
+        step_id, enr.get("start_id", "") if entry_points > 1 else "", WORKFLOW_POINT.get(ev["type"], ""), ev["type"],
+        code, orjson.dumps(params).decode() if params else "", attribution, ev["event_id"], *src,
     ]
 
 
@@ -116,40 +115,39 @@ def _enrollment_row(state: dict, account_id: str, key: str, scenario_id: str, en
 
 def _remember_send(state: dict, ev: Envelope, scenario_id: str) -> None:
     sends = state["sends"]
-    for prefix, value in (("m:", ev.message_id), ("t:", ev.template_id), ("c:", ev.campaign_id)):
+    for prefix, value in (("m:", ev["message_id"]), ("t:", ev["template_id"]), ("c:", ev["campaign_id"])):
         if value:
-            sends[prefix + str(value)] = [scenario_id, ev.step_id]  # type: ignore[attr-defined]
+            sends[prefix + str(value)] = [scenario_id, ev["step_id"]]
     while len(sends) > MAX_SENDS:
         sends.pop(next(iter(sends)))
 
 
 def _apply_automation(state: dict, ev: Envelope, t: int) -> tuple[str, dict, bool]:
     """Update the enrollment; returns (scenario_id, enrollment, changed)."""
-    d = ev.__dict__
-    sid = d["automation_id"]
+    sid = ev["automation_id"]
     enr = state["enr"].get(sid)
-    kind = d["type"]
-    name = d.get("automation_name") or (enr or {}).get("name", "")
+    kind = ev["type"]
+    name = ev.get("automation_name") or (enr or {}).get("name", "")
     if enr is None:
-        enr = {"name": name, "entry_points": d.get("entry_points", 1), "start_id": d.get("start_id", ""),
-               "step": d.get("step_id", ""), "status": "", "entered_at": t, "updated_at": t, "reason": "",
+        enr = {"name": name, "entry_points": ev.get("entry_points", 1), "start_id": ev.get("start_id", ""),
+               "step": ev.get("step_id", ""), "status": "", "entered_at": t, "updated_at": t, "reason": "",
                "wait_until": None, "changes": 0}
         state["enr"][sid] = enr
     before = (enr["status"], enr["step"], enr["entered_at"], enr["reason"], enr.get("wait_until"), enr["start_id"])
     enr["name"] = name
     is_open = enr["status"] in ACTIVE
     if kind in ("automation_started", "automation_restarted"):
-        enr.update(status="active", step=d.get("step_id", ""), entered_at=t, reason="", wait_until=None,
-                   start_id=d.get("start_id", ""), entry_points=d.get("entry_points", 1))
+        enr.update(status="active", step=ev.get("step_id", ""), entered_at=t, reason="", wait_until=None,
+                   start_id=ev.get("start_id", ""), entry_points=ev.get("entry_points", 1))
     elif kind in ("automation_step_reached", "automation_action") and (is_open or enr["status"] == ""):
-        enr.update(status="active", step=d["step_id"], wait_until=None)
+        enr.update(status="active", step=ev["step_id"], wait_until=None)
     elif kind == "automation_waiting" and (is_open or enr["status"] == ""):
-        until = d.get("wait_until")
-        enr.update(status="waiting", step=d["step_id"], wait_until=to_ms(until) if until else None)
+        until = ev.get("wait_until")
+        enr.update(status="waiting", step=ev["step_id"], wait_until=to_ms(until) if until else None)
     elif kind == "automation_exited" and (is_open or enr["status"] == ""):
-        enr.update(status="exited", step=d.get("step_id") or enr["step"], reason=d["reason"], wait_until=None)
+        enr.update(status="exited", step=ev.get("step_id") or enr["step"], reason=ev["reason"], wait_until=None)
     elif kind == "automation_removed" and (is_open or enr["status"] == ""):
-        enr.update(status="removed", step=d.get("step_id") or enr["step"], reason="manually_removed",
+        enr.update(status="removed", step=ev.get("step_id") or enr["step"], reason="manually_removed",
                    wait_until=None)
     # Anything else (a step after an exit or a removal) changes nothing: only a (re)start re-opens.
     after = (enr["status"], enr["step"], enr["entered_at"], enr["reason"], enr.get("wait_until"), enr["start_id"])
@@ -164,29 +162,27 @@ def _apply_automation(state: dict, ev: Envelope, t: int) -> tuple[str, dict, boo
 
 def apply_event(state: dict, ev: Envelope, src: Source, out: Derived) -> bool:
     """Apply one event (in event-time order) to one contact's state; True when the state changed."""
-    t = to_ms(ev.occurred_at)
-    mark = [t, ev.event_id]
+    t = to_ms(ev["occurred_at"])
+    mark = [t, ev["event_id"]]
     too_late = mark <= state["applied"]
-    key = contact_key(ev.email, ev.contact_id)
-    if ev.type.startswith("automation_"):
+    email, contact_id = ev["email"], ev["contact_id"]
+    key = contact_key(email, contact_id)
+    if ev["type"].startswith("automation_"):
         if too_late:
             # Its own row is deterministic (a re-delivery rewrites it); the state is not rewound.
             out.late += 1
-            enr = state["enr"].get(ev.automation_id) or {"name": ev.automation_name,  # type: ignore[attr-defined]
-                                                         "entry_points": 1}
-            out.scenario_rows.append(_scenario_row(ev, src, ev.automation_id, enr,  # type: ignore[attr-defined]
-                                                   ev.step_id, "automation"))  # type: ignore[attr-defined]
+            enr = state["enr"].get(ev["automation_id"]) or {"name": ev["automation_name"], "entry_points": 1}
+            out.scenario_rows.append(_scenario_row(ev, src, ev["automation_id"], enr, ev["step_id"], "automation"))
             return False
         state["applied"] = mark
-        if ev.email:
-            state["email"] = ev.email
-        if ev.contact_id:
-            state["contact_id"] = ev.contact_id
+        if email:
+            state["email"] = email
+        if contact_id:
+            state["contact_id"] = contact_id
         sid, enr, changed = _apply_automation(state, ev, t)
-        out.scenario_rows.append(_scenario_row(ev, src, sid, enr, ev.step_id or enr["step"],  # type: ignore[attr-defined]
-                                               "automation"))
+        out.scenario_rows.append(_scenario_row(ev, src, sid, enr, ev["step_id"] or enr["step"], "automation"))
         if changed:
-            out.enrollment_rows.append(_enrollment_row(state, ev.account_id, key, sid, enr, ev.event_id))
+            out.enrollment_rows.append(_enrollment_row(state, ev["account_id"], key, sid, enr, ev["event_id"]))
         return True
     if too_late:
         # Older than an automation event already applied: attributing it to today's state could differ
@@ -204,9 +200,10 @@ def _attribute(state: dict, ev: Envelope) -> list[tuple[str, str, str]]:
     if not enr:
         return []
     sends = state["sends"]
-    if ev.message_id and (hit := sends.get("m:" + ev.message_id)) and hit[0] in enr:
+    message_id = ev["message_id"]
+    if message_id and (hit := sends.get("m:" + message_id)) and hit[0] in enr:
         return [(hit[0], hit[1], "message")]
-    for prefix, value in (("t:", ev.template_id), ("c:", ev.campaign_id)):
+    for prefix, value in (("t:", ev["template_id"]), ("c:", ev["campaign_id"])):
         if value and (hit := sends.get(prefix + str(value))) and enr.get(hit[0], {}).get("status") in ACTIVE:
             return [(hit[0], hit[1], "message")]
     return [(sid, e["step"], "enrollment") for sid, e in sorted(enr.items()) if e["status"] in ACTIVE]

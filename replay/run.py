@@ -298,7 +298,7 @@ class Replay:
             "plan": self.plan.to_json(), "in_place": self.in_place, "read": self.progress.read,
             "positions": [[tp.topic, tp.partition, o] for tp, o in self._positions.items()],
             "states": {base64.b64encode(k).decode(): base64.b64encode(v).decode() for k, v in self.states.items()},
-            "held": [[p, h.event.model_dump_json(), list(h.source)] for p, h in self.pipeline.held.items()],
+            "held": [[p, EVENT_ADAPTER.dump_json(h.event).decode(), list(h.source)] for p, h in self.pipeline.held.items()],
         }
         tmp = self.checkpoint.with_suffix(".tmp")
         tmp.write_bytes(orjson.dumps(data))

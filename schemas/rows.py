@@ -55,14 +55,13 @@ def _json_default(v):
 
 
 def event_log_row(ev: Envelope, src: Source) -> list:
-    d = ev.__dict__  # validated model: a plain attribute dict, cheaper than model_dump()
     row = []
     for field, _column, empty in DIRECT_FIELDS:
-        v = d.get(field)
+        v = ev.get(field)
         row.append(empty if v is None else v)
-    row.append(next((d[f] for f in NAME_FIELDS if d.get(f)), ""))
-    row.append(orjson.dumps(d["properties"]).decode() if d["properties"] else "")
-    extra = {k: v for k, v in d.items() if k not in _DIRECT and v is not None and v != ""}
+    row.append(next((ev[f] for f in NAME_FIELDS if ev.get(f)), ""))
+    row.append(orjson.dumps(ev["properties"]).decode() if ev["properties"] else "")
+    extra = {k: v for k, v in ev.items() if k not in _DIRECT and v is not None and v != ""}
     row.append(orjson.dumps(extra, default=_json_default).decode() if extra else "")
     row.extend(src)
     return row

@@ -72,14 +72,14 @@ def test_event_log_accepts_a_row_of_the_row_writer(ch):
         "step_id": "s1", "wait_until": "2024-05-03T10:00:00Z", "properties": {"k": [1, 2]}})
     ch.insert("event_log", [event_log_row(ev, Source("events", 1, 77))], EVENT_LOG_COLUMNS)
     got = ch.rows("SELECT event_type, occurred_at, contact_id, email, step_id, properties, details, src_offset "
-                  "FROM {db}.event_log FINAL WHERE event_id = {e:String}", parameters={"e": ev.event_id})
+                  "FROM {db}.event_log FINAL WHERE event_id = {e:String}", parameters={"e": ev["event_id"]})
     assert len(got) == 1
     event_type, occurred_at, contact_id, email, step_id, properties, details, src_offset = got[0]
     assert (event_type, contact_id, email, step_id, src_offset) == ("automation_waiting", 5, "a@b.co", "s1", 77)
     assert occurred_at.replace(tzinfo=timezone.utc) == datetime(2024, 5, 1, 10, 0, 0, 123000, tzinfo=timezone.utc)
     assert properties == '{"k":[1,2]}'
     assert '"wait_until":"2024-05-03T10:00:00+00:00"' in details
-    ch.command("DELETE FROM {db}.event_log WHERE event_id = {e:String}", parameters={"e": ev.event_id})
+    ch.command("DELETE FROM {db}.event_log WHERE event_id = {e:String}", parameters={"e": ev["event_id"]})
 
 
 def test_migrations_are_recorded_and_idempotent(ch):

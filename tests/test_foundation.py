@@ -60,7 +60,7 @@ def test_event_log_write_and_read(ch):
     rows = ch.query(
         "SELECT event_type, email, contact_id, ip, template_id, message_id, url, source_name, occurred_at, "
         "src_partition, src_offset FROM {db}.event_log FINAL WHERE event_id = {id:String}",
-        {"id": ev.event_id}).result_rows
+        {"id": ev["event_id"]}).result_rows
     assert rows == [("templates_clicked", "ann@example.org", 7, "2001:db8::1", 12, "<m1@x>",
                      "https://shop.example/p/1", "Receipt", datetime(2026, 11, 20, 6, 30, 0, 500000), 2, 41)]
 

@@ -24,13 +24,13 @@ def derive(events: list[dict], clock: list[float]) -> tuple[list, list, dict]:
 
     def apply(items):
         for ev, src in items:
-            key = contact_key(ev.email, ev.contact_id)
+            key = contact_key(ev["email"], ev["contact_id"])
             state = states.setdefault(key, load_state(None))
             apply_event(state, ev, src, out)
 
     for n, raw in enumerate(events):
         ev = EVENT_ADAPTER.validate_python(raw)
-        buf.add(0, to_ms(ev.occurred_at), ev.event_id, (ev, Source("t", 0, n)))
+        buf.add(0, to_ms(ev["occurred_at"]), ev["event_id"], (ev, Source("t", 0, n)))
         apply(buf.release(0))
     clock[0] += 60  # the partition goes quiet: everything held is released
     apply(buf.release(0))

@@ -7,6 +7,7 @@ checks that valid track events become well-formed event-log rows.
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from typing import get_type_hints
 
 import orjson
 import pytest
@@ -93,8 +94,8 @@ def test_every_event_type_has_an_example():
 @pytest.mark.parametrize("event_type", EVENT_TYPES)
 def test_minimal_example_validates_into_its_model_and_a_row(event_type):
     event = valid(example(event_type))
-    assert type(event) is EVENT_MODELS[event_type]
-    assert event.type == event_type
+    assert set(event) == set(get_type_hints(EVENT_MODELS[event_type])), "every field, defaults filled in"
+    assert event["type"] == event_type
     row = event_log_row(event, Source("events", 2, 41))
     assert len(row) == len(EVENT_LOG_COLUMNS)
     assert column(row, "event_type") == event_type
@@ -124,46 +125,46 @@ def test_each_required_field_of_the_example_is_required(event_type):
 
 def test_occurred_at_with_offset_becomes_utc_truncated_to_milliseconds():
     event = valid(example("track", occurred_at="2024-05-01T12:34:56.789999+02:00"))
-    assert event.occurred_at == datetime(2024, 5, 1, 10, 34, 56, 789000, tzinfo=timezone.utc)
-    assert event.occurred_at.utcoffset() == timedelta(0)
+    assert event["occurred_at"] == datetime(2024, 5, 1, 10, 34, 56, 789000, tzinfo=timezone.utc)
+    assert event["occurred_at"].utcoffset() == timedelta(0)
     event = valid(example("track", occurred_at="2024-12-31T23:30:00.0005-05:30"))
-    assert event.occurred_at == datetime(2025, 1, 1, 5, 0, 0, 0, tzinfo=timezone.utc)
+    assert event["occurred_at"] == datetime(2025, 1, 1, 5, 0, 0, 0, tzinfo=timezone.utc)
 
 
 def test_naive_occurred_at_is_taken_as_utc():
     event = valid(example("track", occurred_at="2024-05-01T12:34:56.5"))
-    assert event.occurred_at == datetime(2024, 5, 1, 12, 34, 56, 500000, tzinfo=timezone.utc)
-    assert event.occurred_at.tzinfo is not None
+    assert event["occurred_at"] == datetime(2024, 5, 1, 12, 34, 56, 500000, tzinfo=timezone.utc)
+    assert event["occurred_at"].tzinfo is not None
 
 
 def test_email_is_lower_cased_in_the_event_and_the_row():
     event = valid(example("identify", email="John.Doe@Example.COM"))
-    assert event.email == "john.doe@example.com"
+    assert event["email"] == "john.doe@example.com"
     assert column(event_log_row(event, Source("t", 0, 0)), "email") == "john.doe@example.com"
 
 
 def test_contact_id_zero_means_no_contact():
     event = valid(example("identify", contact_id=0))
-    assert event.contact_id is None
+    assert event["contact_id"] is None
     assert column(event_log_row(event, Source("t", 0, 0)), "contact_id") == 0
-    assert valid(example("identify", contact_id=42)).contact_id == 42
+    assert valid(example("identify", contact_id=42))["contact_id"] == 42
     # 0 with no email names nobody: refused.
     assert "no contact" in rejected(example("identify", contact_id=0, email=_DROP))
 
 
 def test_contact_id_alone_is_enough():
     event = valid(example("identify", email=_DROP, contact_id=9))
-    assert (event.contact_id, event.email) == (9, None)
+    assert (event["contact_id"], event["email"]) == (9, None)
     assert column(event_log_row(event, Source("t", 0, 0)), "email") == ""
 
 
 def test_absent_ip_is_an_internal_request():
     event = valid(example("page"))
-    assert event.ip is None
+    assert event["ip"] is None
     assert column(event_log_row(event, Source("t", 0, 0)), "ip") == ""
-    assert valid(example("page", ip="")).ip is None
-    assert valid(example("page", ip="2001:DB8:0::1")).ip == "2001:db8::1"
-    assert valid(example("page", ip="203.0.113.9")).ip == "203.0.113.9"
+    assert valid(example("page", ip=""))["ip"] is None
+    assert valid(example("page", ip="2001:DB8:0::1"))["ip"] == "2001:db8::1"
+    assert valid(example("page", ip="203.0.113.9"))["ip"] == "203.0.113.9"
 
 
 def test_boundaries_that_are_still_valid():
@@ -227,7 +228,7 @@ def test_a_batch_keeps_valid_events_and_pairs_each_dead_letter_with_its_message(
     messages = [raw(orjson.dumps(example("track", event_id="a")), 10), raw(b"[]", 11),
                 raw(orjson.dumps(example("form", event_id="b")), 12), raw(None, 13)]
     checked = validate_batch(messages)
-    assert [(ev.event_id, m.offset) for ev, m in checked.events] == [("a", 10), ("b", 12)]
+    assert [(ev["event_id"], m.offset) for ev, m in checked.events] == [("a", 10), ("b", 12)]
     assert [(m.offset, reason) for m, reason in checked.invalid] == [
         (11, "the message is not a JSON object"), (13, "empty message")]
 
@@ -255,7 +256,7 @@ def test_properties_that_are_no_object_are_named():
 
 def test_property_keys_are_kept_as_sent():
     props = {" a ": 1, "a": 2}
-    assert valid(example("track", properties=props)).properties == props
+    assert valid(example("track", properties=props))["properties"] == props
 
 
 # --- property -------------------------------------------------------------------------------------
@@ -278,7 +279,7 @@ def test_any_valid_track_event_becomes_a_row(event_id, event_name, email, proper
     sent = example("track", event_id=event_id, event_name=event_name, email=email, properties=properties,
                    contact_id=contact_id)
     event = EVENT_ADAPTER.validate_json(orjson.dumps(sent))
-    assert event.type == "track" and event.event_name == event_name
+    assert event["type"] == "track" and event["event_name"] == event_name
     row = event_log_row(event, Source("events", 1, 5))
     assert len(row) == len(EVENT_LOG_COLUMNS)
     assert column(row, "event_id") == event_id

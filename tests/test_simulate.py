@@ -59,7 +59,7 @@ def test_every_event_validates_and_is_json_ready(small):
         ev = EVENT_ADAPTER.validate_python(e)
         assert isinstance(e["occurred_at"], str) and e["occurred_at"].endswith("Z")
         assert len(e["occurred_at"]) == len("2026-11-26T10:11:12.345Z")
-        assert SMALL.start <= ev.occurred_at < period_end <= datetime.now(timezone.utc)
+        assert SMALL.start <= ev["occurred_at"] < period_end <= datetime.now(timezone.utc)
         assert e["contact_id"] and e["email"]  # every event names its contact both ways
     assert len({e["event_id"] for e in small}) == len(small)
     times = [e["occurred_at"] for e in small]
@@ -272,7 +272,7 @@ def test_cli_dry_run_prints_json_lines():
     lines = result.stdout.splitlines()
     assert len(lines) == 250
     events = [EVENT_ADAPTER.validate_json(line) for line in lines]
-    assert events[0].event_id == "sim-5-0"
+    assert events[0]["event_id"] == "sim-5-0"
     assert "250 events" in result.stderr
     again = runner.invoke(simulate_command, ["--dry-run", "--contacts", "100", "--limit", "250", "--seed", "5"])
     assert again.stdout == result.stdout
