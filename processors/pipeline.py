@@ -160,9 +160,15 @@ class Pipeline:
         self.stats.events += len(checked.events)
         self.stats.dead_letters += len(invalid)
         self.stats.commands += len(command_batch)
-        # The event log does not wait for the derivation: it is what "freshness" measures.
-        await self._write_event_log(log_rows)
-        return done + await self._derive_and_write([], released, removals)
+        # The event log does not wait for the derivation (it is what "freshness" measures), and the
+        # derivation does not wait for the event log: its insert runs in the ClickHouse thread meanwhile.
+        logged = asyncio.ensure_future(self._write_event_log(log_rows))
+        await asyncio.sleep(0)  # the insert is handed to its thread before the derivation takes the loop
+        try:
+            return done + await self._derive_and_write([], released, removals, logged)
+        except BaseException:
+            logged.cancel()
+            raise
 
     async def _write_event_log(self, log_rows: list[list]) -> None:
         if self.on_logged and log_rows:
@@ -184,7 +190,8 @@ class Pipeline:
             entry_points=enr.get("entry_points", 1), type="automation_removed", removed_by=command.requested_by,
         )
 
-    async def _derive_and_write(self, log_rows: list[list], released: list[Held], removals: list[Held]) -> list[Any]:
+    async def _derive_and_write(self, log_rows: list[list], released: list[Held], removals: list[Held],
+                                logged: Awaitable[None] | None = None) -> list[Any]:
         # A removal is a barrier: the contact's held events up to its time are applied first, at once.
         ordered: dict[bytes, list[Held]] = {}
         for h in released:
@@ -210,6 +217,8 @@ class Pipeline:
         await self._write_event_log(log_rows)  # the removals' automation_removed events
         await self.scenario_sink.write(derived.scenario_rows)
         await self.enrollment_sink.write(derived.enrollment_rows)
+        if logged is not None:  # the batch's event log too, before anything is acknowledged
+            await logged
         self.states.save(changed)
         self.stats.scenario_rows += len(derived.scenario_rows)
         self.stats.enrollment_changes += len(derived.enrollment_rows)
