@@ -50,15 +50,15 @@ def emit(**fields) -> None:
 class ChangelogStates(DictStates):
     """The baselines' contact states: a dict whose changes are also sent to a compacted Kafka topic, as
     the worker's Faust table does, so the baselines pay for the same durability. `changes()` hands over
-    what was set since the last call; the caller sends it and waits for delivery before committing."""
+    what was published since the last call; the caller sends it and waits for delivery before committing."""
 
     def __init__(self) -> None:
         super().__init__()
         self._changed: dict = {}
 
-    def __setitem__(self, key, value) -> None:
-        super().__setitem__(key, value)
-        self._changed[key] = value
+    def publish(self, changed: dict[bytes, tuple[int, bytes]]) -> None:
+        for key, (_partition, raw) in changed.items():
+            self._changed[key] = raw
 
     def changes(self) -> dict:
         changed, self._changed = self._changed, {}

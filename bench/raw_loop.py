@@ -1,6 +1,7 @@
 """Baseline: a plain aiokafka consumer loop doing the worker's whole job, without Faust.
 
-getmany (large max_records) -> processors.pipeline.Pipeline.handle, the worker's own batch step
+getmany (large max_records) -> processors.pipeline.Pipeline.start, the worker's own batch step (as in
+the worker, a batch is validated and derived while the one before is still being written)
 (validation, dead letters delivered, event-log rows, event-time reorder buffer, scenario log and
 enrollment state, the same ClickHouse inserts in the same thread) -> the changed contact states sent
 to a compacted changelog topic (delivery awaited), as the worker's Faust table does -> commit, per
@@ -72,11 +73,18 @@ async def run(group: str, max_rows: int, max_seconds: float) -> None:
             await consumer.commit(offsets)
             committed.update(offsets)
 
+    async def finish_batch(started) -> None:
+        await finish(await started)
+
+    finishing: asyncio.Task | None = None  # the batch before, still being written (as in the worker)
     emit(status="ready")
     try:
         while not stop.is_set() and time.monotonic() < deadline:
             batches = await consumer.getmany(timeout_ms=settings.sink_max_delay_ms, max_records=max_rows)
             if not batches:
+                if finishing is not None:
+                    await finishing
+                    finishing = None
                 await finish(await pipeline.release_idle())
                 continue
             msgs = [RawMessage(tp.topic, tp.partition, m.offset, m.key, m.value, m.timestamp)
@@ -84,9 +92,14 @@ async def run(group: str, max_rows: int, max_seconds: float) -> None:
             for tp, ms in batches.items():
                 in_flight.setdefault(tp, set()).update(m.offset for m in ms)
                 next_offset[tp] = ms[-1].offset + 1
-            await finish(await pipeline.handle([(m, m) for m in msgs]))
+            started = await pipeline.start([(m, m) for m in msgs])
+            if finishing is not None:
+                await finishing
+            finishing = asyncio.ensure_future(finish_batch(started))
             emit(rows_written=pipeline.event_sink.stats.rows_written, batch=len(msgs),
                  dead_letters=pipeline.stats.dead_letters)
+        if finishing is not None:
+            await finishing
     finally:
         await consumer.stop()
         await producer.stop()

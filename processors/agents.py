@@ -100,11 +100,26 @@ async def ingest_events(stream):
     Reads batches from the consumer loop directly (streams/faust_patches.py), not event by event
     from `stream`, which is here for the agent's place in the app (start, crash, stop).
     """
+    finishing: asyncio.Task | None = None
     try:
         inbox = _start_batches(stream)
         async for messages in take_batches(inbox, settings.sink_max_delay_ms / 1000):
-            done = await pipeline().handle([(m, m) for m in messages])  # InboxMessage: read and acked as is
-            await _ack(done)
+            # This batch is validated and derived while the one before is still being written.
+            finish = await pipeline().start([(m, m) for m in messages])  # InboxMessage: read and acked as is
+            if finishing is not None:
+                await finishing
+            finishing = asyncio.ensure_future(_finish_and_ack(finish))
+    except asyncio.CancelledError:
+        if finishing is not None:
+            finishing.cancel()
+        raise
+    except Exception as exc:
+        crash_loudly("ingest_events", exc)
+
+
+async def _finish_and_ack(finish) -> None:
+    try:
+        await _ack(await finish)
     except asyncio.CancelledError:
         raise
     except Exception as exc:

@@ -32,19 +32,28 @@ DeadLetterSender = Callable[[list[tuple[RawMessage, str]]], Awaitable[None]]
 
 
 class ContactStates(Protocol):
-    """Each contact's state (account:contact key -> bytes); saved to the partition of its events."""
+    """Each contact's state (account:contact key -> bytes); published to the partition of its events.
+
+    `remember` makes a batch's changes visible to the next batch at once; `publish` persists them, and is
+    called only once the rows derived with them are written.
+    """
 
     def get(self, key: bytes) -> bytes | None: ...
 
-    def save(self, changed: dict[bytes, tuple[int, bytes]]) -> None: ...
+    def remember(self, changed: dict[bytes, tuple[int, bytes]]) -> None: ...
+
+    def publish(self, changed: dict[bytes, tuple[int, bytes]]) -> None: ...
 
 
 class DictStates(dict):
-    """Contact states in memory (a replay, tests): the partition does not matter there."""
+    """Contact states in memory (a replay, tests): nothing to publish, the partition does not matter."""
 
-    def save(self, changed: dict[bytes, tuple[int, bytes]]) -> None:
+    def remember(self, changed: dict[bytes, tuple[int, bytes]]) -> None:
         for key, (_partition, raw) in changed.items():
             self[key] = raw
+
+    def publish(self, changed: dict[bytes, tuple[int, bytes]]) -> None:
+        pass
 
 
 @dataclass
@@ -109,11 +118,22 @@ class Pipeline:
         self.held = ReorderBuffer(int(self.settings.scenario_lateness_s * 1000), self.settings.scenario_idle_release_s)
         # Batches and idle releases both touch the contact states: one at a time.
         self.lock = asyncio.Lock()
+        self._writes: set[asyncio.Future] = set()  # inserts in flight (kept referenced)
+        self._finished: asyncio.Future | None = None  # the last started batch's: batches finish in order
 
     async def handle(self, batch: list[tuple[RawMessage, Any]]) -> list[Any]:
         """Process one batch; returns the tokens of the messages that are done (safe to acknowledge)."""
+        return await (await self.start(batch))
+
+    async def start(self, batch: list[tuple[RawMessage, Any]]) -> Awaitable[list[Any]]:
+        """Validate and derive one batch, and start its inserts. The awaitable returned finishes it: the
+        rows written, then the contact states published; it gives the tokens that are done.
+
+        The next batch may start before this one finishes: it derives from this one's states, which are
+        remembered at once. Batches finish in the order they started.
+        """
         async with self.lock:
-            return await self._handle(batch)
+            return await self._start(batch)
 
     async def release_idle(self) -> list[Any]:
         """Called periodically: derive what quiet partitions hold. Returns tokens to acknowledge."""
@@ -121,16 +141,19 @@ class Pipeline:
             released = self.held.release_idle()
             if not released:
                 return []
-            return await self._derive_and_write([], released, [])
+            finish = self._derive_and_write(None, [], released, [])
+        return await finish
 
     async def drain(self) -> None:
         """Derive everything still held, whatever the watermark (end of a bounded replay)."""
         async with self.lock:
             released = [item for p in list(self.held.partitions()) for item in self.held.release(p, force=True)]
-            if released:
-                await self._derive_and_write([], released, [])
+            if not released:
+                return
+            finish = self._derive_and_write(None, [], released, [])
+        await finish
 
-    async def _handle(self, batch: list[tuple[RawMessage, Any]]) -> list[Any]:
+    async def _start(self, batch: list[tuple[RawMessage, Any]]) -> Awaitable[list[Any]]:
         events_batch = [(m, t) for m, t in batch if m.topic != self.commands_topic]
         command_batch = [(m, t) for m, t in batch if m.topic == self.commands_topic]
         tokens_of = {id(m): t for m, t in batch}
@@ -162,13 +185,15 @@ class Pipeline:
         self.stats.commands += len(command_batch)
         # The event log does not wait for the derivation (it is what "freshness" measures), and the
         # derivation does not wait for the event log: its insert runs in the ClickHouse thread meanwhile.
-        logged = asyncio.ensure_future(self._write_event_log(log_rows))
+        logged = self._spawn(self._write_event_log(log_rows))
         await asyncio.sleep(0)  # the insert is handed to its thread before the derivation takes the loop
-        try:
-            return done + await self._derive_and_write([], released, removals, logged)
-        except BaseException:
-            logged.cancel()
-            raise
+        return self._derive_and_write(logged, done, released, removals)
+
+    def _spawn(self, write: Awaitable[None]) -> asyncio.Future:
+        task = asyncio.ensure_future(write)
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+        return task
 
     async def _write_event_log(self, log_rows: list[list]) -> None:
         if self.on_logged and log_rows:
@@ -190,8 +215,10 @@ class Pipeline:
             entry_points=enr.get("entry_points", 1), type="automation_removed", removed_by=command.requested_by,
         )
 
-    async def _derive_and_write(self, log_rows: list[list], released: list[Held], removals: list[Held],
-                                logged: Awaitable[None] | None = None) -> list[Any]:
+    def _derive_and_write(self, logged: asyncio.Future | None, done: list[Any], released: list[Held],
+                          removals: list[Held]) -> Awaitable[list[Any]]:
+        """Derive now and start the inserts; the awaitable finishes the batch (see `start`)."""
+        log_rows: list[list] = []
         # A removal is a barrier: the contact's held events up to its time are applied first, at once.
         ordered: dict[bytes, list[Held]] = {}
         for h in released:
@@ -213,14 +240,37 @@ class Pipeline:
                 dirty |= apply_event(state, h.event, h.source, derived)
             if dirty:  # the state goes where the contact's events are read: their partition
                 changed[key] = (items[0].source.partition, dump_state(state))
-        # Rows first, contact states after: a crash in between re-derives the same rows.
-        await self._write_event_log(log_rows)  # the removals' automation_removed events
-        await self.scenario_sink.write(derived.scenario_rows)
-        await self.enrollment_sink.write(derived.enrollment_rows)
-        if logged is not None:  # the batch's event log too, before anything is acknowledged
-            await logged
-        self.states.save(changed)
+        self.states.remember(changed)  # the next batch derives from them; they are published once written
+        writes = [w for w in (logged,) if w is not None] + [
+            self._spawn(sink.write(rows)) for sink, rows in (
+                (self.event_sink, log_rows),  # the removals' automation_removed events
+                (self.scenario_sink, derived.scenario_rows), (self.enrollment_sink, derived.enrollment_rows))
+            if rows]
+        if log_rows and self.on_logged:
+            self.on_logged(log_rows)
         self.stats.scenario_rows += len(derived.scenario_rows)
         self.stats.enrollment_changes += len(derived.enrollment_rows)
         self.stats.late_events += derived.late
-        return [h.token for items in ordered.values() for h in items]
+        tokens = done + [h.token for items in ordered.values() for h in items]
+        previous, self._finished = self._finished, asyncio.get_running_loop().create_future()
+        return self._finish(writes, changed, tokens, previous, self._finished)
+
+    async def _finish(self, writes: list[asyncio.Future], changed: dict[bytes, tuple[int, bytes]],
+                      tokens: list[Any], previous: asyncio.Future | None, finished: asyncio.Future) -> list[Any]:
+        # Rows first, contact states after (and after the batch before): a crash in between re-derives
+        # the same rows.
+        try:
+            for write in writes:
+                await write
+            if previous is not None:
+                await asyncio.shield(previous)
+            self.states.publish(changed)
+        except BaseException as exc:
+            for write in writes:
+                write.cancel()
+            if not finished.done():
+                finished.set_exception(exc if isinstance(exc, Exception) else RuntimeError("batch cancelled"))
+                finished.exception()  # retrieved: the caller sees `exc` itself
+            raise
+        finished.set_result(None)
+        return tokens

@@ -31,8 +31,12 @@ class TableStates:
     def get(self, key: bytes) -> bytes | None:
         return self.table.get(key)
 
-    def save(self, changed: dict[bytes, tuple[int, bytes]]) -> None:
-        store, send = self.table.data, self.table.send_changelog
-        for key, (partition, raw) in changed.items():
+    def remember(self, changed: dict[bytes, tuple[int, bytes]]) -> None:
+        store = self.table.data
+        for key, (_partition, raw) in changed.items():
             store[key] = raw
+
+    def publish(self, changed: dict[bytes, tuple[int, bytes]]) -> None:
+        send = self.table.send_changelog
+        for key, (partition, raw) in changed.items():
             send(partition, key, raw)

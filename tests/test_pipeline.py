@@ -1,0 +1,109 @@
+"""The batch step's two phases, on the real engine (chdb), without a broker.
+
+A batch is validated and derived at once (`Pipeline.start`), and finished later: its rows written, then
+its contact states published. The worker starts the next batch meanwhile, so these tests hold inserts
+back and check what the next batch sees and what is published when.
+"""
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from autologs import migrate
+from autologs.clickhouse import ClickHouse
+from autologs.config import Settings
+from processors.pipeline import DictStates, Pipeline
+from processors.validate import RawMessage
+from tests.examples import example, keyed
+
+
+class RecordingStates(DictStates):
+    def __init__(self) -> None:
+        super().__init__()
+        self.published: list[list[bytes]] = []
+
+    def publish(self, changed) -> None:
+        self.published.append(sorted(changed))
+
+
+@pytest.fixture
+def db(ch):
+    scratch = ClickHouse(ch.settings, database=f"{ch.database}_pipeline")
+    scratch.command("DROP DATABASE IF EXISTS {db}")
+    migrate.migrate(scratch)
+    yield scratch
+    scratch.command("DROP DATABASE IF EXISTS {db}")
+    scratch.close()
+
+
+def _held_back(db: ClickHouse) -> threading.Event:
+    """Inserts wait until the event is set (they run in the ClickHouse thread, so the loop goes on)."""
+    gate, insert = threading.Event(), db.insert
+
+    def insert_when_open(*args, **kwargs):
+        assert gate.wait(30), "the test never opened the gate"
+        return insert(*args, **kwargs)
+
+    db.insert = insert_when_open  # type: ignore[method-assign]
+    return gate
+
+
+def _message(offset: int, event: dict) -> tuple[RawMessage, int]:
+    key, value = keyed(event)
+    return RawMessage("events", 0, offset, key, value, 0), offset
+
+
+async def _no_dead_letters(items):
+    raise AssertionError(f"unexpected dead letters: {items}")
+
+
+def test_the_next_batch_derives_from_states_not_yet_written_which_are_published_after_the_rows(db):
+    started = example("automation_started", 1, email="ann@example.com", contact_id=7)
+    page = example("page", 2, email="ann@example.com", contact_id=7)  # attributed through the enrollment
+    states = RecordingStates()
+    pipeline = Pipeline(Settings(scenario_lateness_s=0, scenario_idle_release_s=1e-9), db, _no_dead_letters,
+                        states)
+    gate = _held_back(db)
+
+    async def story():
+        finish_first = await pipeline.start([_message(0, started)])
+        finish_second = await pipeline.start([_message(1, page)])
+        await asyncio.sleep(0.2)
+        assert states.published == [], "states are published only once their rows are written"
+        assert db.rows("SELECT count() FROM {db}.scenario_log")[0][0] == 0
+        gate.set()
+        return await finish_first, await finish_second
+
+    done_first, done_second = asyncio.run(story())
+    assert (done_first, done_second) == ([0], [1])
+    assert states.published == [[b"acct-1:ann@example.com"], []], "in order, the first batch's states first"
+    rows = db.rows("SELECT source_event_id, scenario_id, attribution FROM {db}.scenario_log FINAL "
+                   "ORDER BY occurred_at")
+    assert rows == [(started["event_id"], "sc-1", "automation"), (page["event_id"], "sc-1", "enrollment")]
+    assert db.rows("SELECT count() FROM {db}.event_log FINAL")[0][0] == 2
+
+
+def test_a_batch_whose_predecessor_failed_publishes_nothing(db):
+    first = example("automation_started", 1, email="bob@example.com", contact_id=8)
+    second = example("automation_exited", 2, email="bob@example.com", contact_id=8)
+    states = RecordingStates()
+    pipeline = Pipeline(Settings(scenario_lateness_s=0, scenario_idle_release_s=1e-9), db, _no_dead_letters,
+                        states)
+    gate = _held_back(db)
+
+    async def story():
+        finish_first = await pipeline.start([_message(0, first)])
+        finish_second = await pipeline.start([_message(1, second)])
+        first_task = asyncio.ensure_future(finish_first)
+        await asyncio.sleep(0.05)
+        first_task.cancel()  # e.g. the worker stops while the first batch is being written
+        gate.set()
+        with pytest.raises(BaseException):
+            await first_task
+        with pytest.raises(Exception):
+            await finish_second
+
+    asyncio.run(story())
+    assert states.published == [], "no state may be published ahead of rows that were not written"
