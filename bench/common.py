@@ -47,6 +47,28 @@ def emit(**fields) -> None:
     sys.stdout.flush()
 
 
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system, all threads) a process has used so far; None when unreadable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def machine_busy_s() -> float | None:
+    """CPU seconds all cores of the machine have been busy so far (not idle, not waiting for I/O)."""
+    try:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = map(
+            int, Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9])
+        return (user + nice + system + irq + softirq + steal) / _TICK
+    except (OSError, ValueError):
+        return None
+
+
 class ChangelogStates(DictStates):
     """The baselines' contact states: a dict whose changes are also sent to a compacted Kafka topic, as
     the worker's Faust table does, so the baselines pay for the same durability. `changes()` hands over

@@ -115,11 +115,16 @@ def render_table(out: dict) -> str:
     runs = {k: r for k, r in (out.get("runs") or {}).items() if "events_per_s" in r}
     faust = (runs.get("faust") or {}).get("events_per_s")
     if runs:
-        lines += ["", "| ingest of the same topic | events/s | vs Faust worker | seconds | count FINAL |",
-                  "| --- | ---: | ---: | ---: | ---: |"]
+        lines += ["", "| ingest of the same topic | events/s | vs Faust worker | seconds | CPU-µs per event "
+                  "| cores used by the process / the machine | count FINAL |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for k, r in runs.items():
             rel = f"{r['events_per_s'] / faust:.2f}×" if faust else "–"
-            lines.append(f"| {k} | {r['events_per_s']:,.0f} | {rel} | {r['seconds']:.1f} | {r.get('count_final', 0):,} |")
+            cpu = _num(r.get("cpu_us_per_event"))
+            cores = (f"{r['process_cores']:.2f} / {r['machine_busy_cores']:.2f} of {r.get('machine_cores', '?')}"
+                     if "process_cores" in r and "machine_busy_cores" in r else "–")
+            lines.append(f"| {k} | {r['events_per_s']:,.0f} | {rel} | {r['seconds']:.1f} | {cpu} | {cores} "
+                         f"| {r.get('count_final', 0):,} |")
         lines += ["", "All three run the same batch step, processors.pipeline.Pipeline (validation, dead letters, "
                   "event log, reorder buffer, scenario log, enrollment state, the same inserts). Only the worker "
                   "keeps the contact states in a changelog-backed Faust table, and only it and the raw loop "

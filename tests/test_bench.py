@@ -1,0 +1,28 @@
+"""The benchmark's own arithmetic, pure: CPU readings and the README table (no broker, no engine)."""
+from __future__ import annotations
+
+import os
+import time
+
+from bench.common import machine_busy_s, process_cpu_s
+from bench.report import render_table
+
+
+def test_cpu_readings_grow_with_work():
+    cpu0, busy0 = process_cpu_s(os.getpid()), machine_busy_s()
+    until = time.process_time() + 0.3
+    while time.process_time() < until:
+        pass
+    cpu1, busy1 = process_cpu_s(os.getpid()), machine_busy_s()
+    assert cpu1 - cpu0 >= 0.2, (cpu0, cpu1)
+    assert busy1 - busy0 >= 0.2, (busy0, busy1)
+    assert process_cpu_s(2**22 + 12345) is None  # no such process: unreadable, not an error
+
+
+def test_the_runs_table_shows_cpu_per_event_and_cores():
+    table = render_table({"events": 1000, "runs": {
+        "faust": {"events_per_s": 20_000.0, "seconds": 10.0, "count_final": 1000, "cpu_us_per_event": 48.4,
+                  "process_cores": 0.97, "machine_busy_cores": 1.2, "machine_cores": 2},
+        "raw": {"events_per_s": 25_000.0, "seconds": 8.0, "count_final": 1000}}})
+    assert "| faust | 20,000 | 1.00× | 10.0 | 48 | 0.97 / 1.20 of 2 | 1,000 |" in table
+    assert "| raw | 25,000 | 1.25× | 8.0 | – | – | 1,000 |" in table
