@@ -75,6 +75,7 @@ async def run(group: str, max_rows: int, max_seconds: float) -> None:
 
     async def finish_batch(started) -> None:
         await finish(await started)
+        emit(rows_written=pipeline.event_sink.stats.rows_written)  # counted once written
 
     finishing: asyncio.Task | None = None  # the batch before, still being written (as in the worker)
     emit(status="ready")

@@ -22,7 +22,8 @@ def test_cpu_readings_grow_with_work():
 def test_the_runs_table_shows_cpu_per_event_and_cores():
     table = render_table({"events": 1000, "runs": {
         "faust": {"events_per_s": 20_000.0, "seconds": 10.0, "count_final": 1000, "cpu_us_per_event": 48.4,
-                  "process_cores": 0.97, "machine_busy_cores": 1.2, "machine_cores": 2},
+                  "process_cores": 0.97, "machine_busy_cores": 1.2, "machine_cores": 2,
+                  "rounds": [{"events_per_s": 20_000.0}, {"events_per_s": 18_500.0}]},
         "raw": {"events_per_s": 25_000.0, "seconds": 8.0, "count_final": 1000}}})
-    assert "| faust | 20,000 | 1.00× | 10.0 | 48 | 0.97 / 1.20 of 2 | 1,000 |" in table
+    assert "| faust | 20,000 (rounds: 20,000; 18,500) | 1.00× | 10.0 | 48 | 0.97 / 1.20 of 2 | 1,000 |" in table
     assert "| raw | 25,000 | 1.25× | 8.0 | – | – | 1,000 |" in table
