@@ -78,7 +78,7 @@ class ChangelogStates(DictStates):
         super().__init__()
         self._changed: dict = {}
 
-    def publish(self, changed: dict[bytes, tuple[int, bytes]]) -> None:
+    async def publish(self, changed: dict[bytes, tuple[int, bytes]]) -> None:
         for key, (_partition, raw) in changed.items():
             self._changed[key] = raw
 

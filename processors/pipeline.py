@@ -42,7 +42,7 @@ class ContactStates(Protocol):
 
     def remember(self, changed: dict[bytes, tuple[int, bytes]]) -> None: ...
 
-    def publish(self, changed: dict[bytes, tuple[int, bytes]]) -> None: ...
+    async def publish(self, changed: dict[bytes, tuple[int, bytes]]) -> None: ...
 
 
 class DictStates(dict):
@@ -52,7 +52,7 @@ class DictStates(dict):
         for key, (_partition, raw) in changed.items():
             self[key] = raw
 
-    def publish(self, changed: dict[bytes, tuple[int, bytes]]) -> None:
+    async def publish(self, changed: dict[bytes, tuple[int, bytes]]) -> None:
         pass
 
 
@@ -264,7 +264,7 @@ class Pipeline:
                 await write
             if previous is not None:
                 await asyncio.shield(previous)
-            self.states.publish(changed)
+            await self.states.publish(changed)
         except BaseException as exc:
             for write in writes:
                 write.cancel()

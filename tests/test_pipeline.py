@@ -24,7 +24,7 @@ class RecordingStates(DictStates):
         super().__init__()
         self.published: list[list[bytes]] = []
 
-    def publish(self, changed) -> None:
+    async def publish(self, changed) -> None:
         self.published.append(sorted(changed))
 
 
