@@ -59,13 +59,17 @@ async def _no_dead_letters(items):
     raise AssertionError(f"unexpected dead letters: {items}")
 
 
+def _held_back_pipeline(db: ClickHouse) -> tuple[Pipeline, RecordingStates, threading.Event]:
+    """Every event released at once (no lateness), inserts held back until the gate opens."""
+    states = RecordingStates()
+    settings = Settings(scenario_lateness_s=0, scenario_idle_release_s=1e-9)
+    return Pipeline(settings, db, _no_dead_letters, states), states, _held_back(db)
+
+
 def test_the_next_batch_derives_from_states_not_yet_written_which_are_published_after_the_rows(db):
     started = example("automation_started", 1, email="ann@example.com", contact_id=7)
     page = example("page", 2, email="ann@example.com", contact_id=7)  # attributed through the enrollment
-    states = RecordingStates()
-    pipeline = Pipeline(Settings(scenario_lateness_s=0, scenario_idle_release_s=1e-9), db, _no_dead_letters,
-                        states)
-    gate = _held_back(db)
+    pipeline, states, gate = _held_back_pipeline(db)
 
     async def story():
         finish_first = await pipeline.start([_message(0, started)])
@@ -88,10 +92,7 @@ def test_the_next_batch_derives_from_states_not_yet_written_which_are_published_
 def test_a_batch_whose_predecessor_failed_publishes_nothing(db):
     first = example("automation_started", 1, email="bob@example.com", contact_id=8)
     second = example("automation_exited", 2, email="bob@example.com", contact_id=8)
-    states = RecordingStates()
-    pipeline = Pipeline(Settings(scenario_lateness_s=0, scenario_idle_release_s=1e-9), db, _no_dead_letters,
-                        states)
-    gate = _held_back(db)
+    pipeline, states, gate = _held_back_pipeline(db)
 
     async def story():
         finish_first = await pipeline.start([_message(0, first)])
