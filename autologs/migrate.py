@@ -97,8 +97,10 @@ def migrate(ch: ClickHouse, ddl_dir: Path = DDL_DIR, progress=None) -> list[Migr
     return pending
 
 
+# The copies (event_log_by_time for dumps, scenario_log_by_contact for one contact's pages) keep what
+# their source keeps.
 RETENTION_TABLES = {"event_log": "event_log_ttl_days", "scenario_log": "scenario_log_ttl_days",
-                    "event_log_by_time": "event_log_ttl_days"}  # the dumps' copy of event_log keeps what it keeps
+                    "event_log_by_time": "event_log_ttl_days", "scenario_log_by_contact": "scenario_log_ttl_days"}
 
 
 def apply_retention(ch: ClickHouse, settings) -> list[str]:

@@ -316,6 +316,24 @@ def test_event_pages_without_an_email_read_the_time_ordered_copy_and_equal_event
     assert not any("event_log_by_time" in s for s in sql_seen)  # one contact: event_log's own order
 
 
+@pytest.mark.parametrize("params", [RANGE, RANGE | {"lang": "fr", "workflow_point": "started"}])
+def test_scenario_pages_of_one_contact_read_the_copy_by_contact_and_equal_scenario_logs(db, monkeypatch, params):
+    """scenario_log is sorted by scenario; a page with an email reads scenario_log_by_contact (one contact's
+    rows are one slice of its key): the same rows, in the same order, across every page."""
+    sql_seen: list[str] = []
+    query = db.query
+    monkeypatch.setattr(db, "query", lambda sql, *a, **k: (sql_seen.append(sql), query(sql, *a, **k))[1])
+    everyone = all_rows(db, "scenarios", story.ACCOUNT, params)
+    assert everyone and not any("scenario_log_by_contact" in s for s in sql_seen)  # no email: scenario_log
+    for email in sorted({r["user_email"] for r in everyone}):
+        sql_seen.clear()
+        from_copy = all_rows(db, "scenarios", story.ACCOUNT, params | {"email": email.upper()}, limit=2)
+        assert from_copy == [r for r in everyone if r["user_email"] == email], email
+        assert sql_seen and all("scenario_log_by_contact FINAL" in s for s in sql_seen)
+    monkeypatch.setitem(views.SPECS, "scenarios", replace(views.SPECS["scenarios"], by_email=""))
+    assert all_rows(db, "scenarios", story.ACCOUNT, params | {"email": email}, limit=2) == from_copy
+
+
 def test_csv_cells_are_quoted_and_protected_against_formulas(db):
     data = b"".join(csv_chunks(db, "events", A, RANGE | {"event_type": "form"}))
     names = [r[2] for r in _read_csv(data)[1:]]

@@ -27,6 +27,8 @@ TABLE_QUERIES = {
                         "FINAL ORDER BY scenario_id, contact_key",
     "event_log_by_time": "SELECT event_id, event_type, email, step_id FROM {db}.event_log_by_time FINAL "
                          "ORDER BY event_id",
+    "scenario_log_by_contact": "SELECT scenario_id, source_event_id, step_id, email FROM "
+                               "{db}.scenario_log_by_contact FINAL ORDER BY scenario_id, source_event_id",
 }
 
 
@@ -78,6 +80,8 @@ async def test_a_crashed_replay_resumes_to_the_same_tables(settings, scratch, mo
     assert report.swapped and report.messages_read == 21 and not checkpoint.exists()
     assert tables(db) == straight
     assert straight["event_log_by_time"] == straight["event_log"]  # the dumps' copy was rebuilt with the log
+    by_contact = [(s, e, st) for s, e, st, _ in straight["scenario_log_by_contact"]]
+    assert by_contact == [(s, e, st) for s, e, st, _ in straight["scenario_log"]] and by_contact
 
 
 async def test_replay_refuses_what_retention_deleted(settings, scratch):
