@@ -241,13 +241,11 @@ class Pipeline:
             if dirty:  # the state goes where the contact's events are read: their partition
                 changed[key] = (items[0].source.partition, dump_state(state))
         self.states.remember(changed)  # the next batch derives from them; they are published once written
-        writes = [w for w in (logged,) if w is not None] + [
-            self._spawn(sink.write(rows)) for sink, rows in (
-                (self.event_sink, log_rows),  # the removals' automation_removed events
-                (self.scenario_sink, derived.scenario_rows), (self.enrollment_sink, derived.enrollment_rows))
-            if rows]
-        if log_rows and self.on_logged:
-            self.on_logged(log_rows)
+        writes = [w for w in (logged,) if w is not None]
+        if log_rows:  # the removals' automation_removed events
+            writes.append(self._spawn(self._write_event_log(log_rows)))
+        writes += [self._spawn(sink.write(rows)) for sink, rows in (
+            (self.scenario_sink, derived.scenario_rows), (self.enrollment_sink, derived.enrollment_rows)) if rows]
         self.stats.scenario_rows += len(derived.scenario_rows)
         self.stats.enrollment_changes += len(derived.enrollment_rows)
         self.stats.late_events += derived.late
