@@ -237,7 +237,7 @@ class Pipeline:
                 if h.command is not None:  # named and placed from the state as it is at that point
                     h.event = self._removal_event(h.command, state)
                     log_rows.append(event_log_row(h.event, h.source))
-                dirty |= apply_event(state, h.event, h.source, derived)
+                dirty |= apply_event(state, h.event, h.source, derived, h.order[0])
             if dirty:  # the state goes where the contact's events are read: their partition
                 changed[key] = (items[0].source.partition, dump_state(state))
         self.states.remember(changed)  # the next batch derives from them; they are published once written

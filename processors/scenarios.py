@@ -160,9 +160,13 @@ def _apply_automation(state: dict, ev: Envelope, t: int) -> tuple[str, dict, boo
     return sid, enr, changed
 
 
-def apply_event(state: dict, ev: Envelope, src: Source, out: Derived) -> bool:
-    """Apply one event (in event-time order) to one contact's state; True when the state changed."""
-    t = to_ms(ev["occurred_at"])
+def apply_event(state: dict, ev: Envelope, src: Source, out: Derived, t: int | None = None) -> bool:
+    """Apply one event (in event-time order) to one contact's state; True when the state changed.
+
+    `t` is the event time in ms when the caller has it already (it ordered the events by it).
+    """
+    if t is None:
+        t = to_ms(ev["occurred_at"])
     mark = [t, ev["event_id"]]
     too_late = mark <= state["applied"]
     email, contact_id = ev["email"], ev["contact_id"]
