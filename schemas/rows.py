@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import NamedTuple
+from typing import Callable, NamedTuple, get_type_hints
 
 import orjson
 
-from schemas.events import Envelope
+from schemas.events import EVENT_MODELS, Envelope
 
 # Model fields stored in a column of their own, in the order of EVENT_LOG_COLUMNS below.
 # (model field, column, empty value) — None becomes the empty value: ClickHouse columns are not Nullable.
@@ -54,7 +54,8 @@ def _json_default(v):
     raise TypeError(type(v).__name__)
 
 
-def event_log_row(ev: Envelope, src: Source) -> list:
+def _generic_row(ev: Envelope, src: Source) -> list:
+    """The definition of a row; `event_log_row` runs the same steps compiled per event type."""
     row = []
     for field, _column, empty in DIRECT_FIELDS:
         v = ev.get(field)
@@ -65,3 +66,34 @@ def event_log_row(ev: Envelope, src: Source) -> list:
     row.append(orjson.dumps(extra, default=_json_default).decode() if extra else "")
     row.extend(src)
     return row
+
+
+def _compile_row(type_name: str, fields: list[str]) -> tuple[Callable[[Envelope, Source], list], str]:
+    """`_generic_row` unrolled for one event type's fields (validation fills in every one of them).
+
+    Why: the loops over every column and every key cost 3.7 µs per event; unrolled, 1.7.
+    """
+    have = set(fields)
+    cells = [f'(_v if (_v := ev["{f}"]) is not None else {empty!r})' if f in have else repr(empty)
+             for f, _column, empty in DIRECT_FIELDS]
+    cells.append(" or ".join([f'ev["{f}"]' for f in NAME_FIELDS if f in have] + ['""']))
+    cells.append('(_dumps(_p).decode() if (_p := ev["properties"]) else "")')
+    lines = [f"def row_{type_name}(ev, src):", "    extra = {}"]
+    lines += [f'    if (_x := ev["{f}"]) is not None and _x != "": extra["{f}"] = _x'
+              for f in fields if f not in _DIRECT]
+    cells.append('(_dumps(extra, default=_default).decode() if extra else "")')
+    lines.append(f"    return [{', '.join(cells)}, src[0], src[1], src[2]]")
+    source = "\n".join(lines)
+    namespace = {"_dumps": orjson.dumps, "_default": _json_default}
+    exec(compile(source, f"<event_log_row {type_name}>", "exec"), namespace)  # noqa: S102 - our own field names
+    return namespace[f"row_{type_name}"], source
+
+
+_ROWS = {t: _compile_row(t, list(get_type_hints(model)))[0] for t, model in EVENT_MODELS.items()}
+
+
+def event_log_row(ev: Envelope, src: Source) -> list:
+    try:
+        return _ROWS[ev["type"]](ev, src)
+    except KeyError:  # not a validated event (a field missing): the same row, the slow way
+        return _generic_row(ev, src)
