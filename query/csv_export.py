@@ -42,7 +42,9 @@ CHUNKS_PER_SCAN = 10  # views without a time-ordered copy: chunk boundaries foun
 # view -> a copy sorted by (account_id, <view time>, <view keys>), the dump's order; partitions by month of the
 # time column, so the copies of one row never span two partitions (FINAL need not merge across them).
 DUMP_TABLES = {view: spec.by_time for view, spec in SPECS.items() if spec.by_time}
-EXPORT_CHUNK_ROWS = 250_000  # rows of one query when export_csv streams (memory does not grow with it)
+# Rows of one query when export_csv streams: memory does not grow with it, and each query costs a fixed
+# ~0.1 s to set up (measured, 1M rows: 0.49-0.53M rows/s with 250k-row chunks, 0.63-0.72M with 1M-row ones).
+EXPORT_CHUNK_ROWS = 1_000_000
 STREAM_READ = 1 << 20  # bytes of one streamed piece
 PREFETCH = 4  # pieces that export_csv lets the query thread get ahead by
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
