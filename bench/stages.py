@@ -1,6 +1,7 @@
-"""Stage costs in isolation (µs/event): validation, row building, ClickHouse insert variants.
+"""Stage costs in isolation (µs/event): validation, row building, ClickHouse insert variants; then the
+whole batch step in this process, without Kafka or Faust (`pipeline_*`).
 
-python -m bench.stages [--events 20000] [--repeat 3] [--json bench/results/stages.json]
+python -m bench.stages [--events 20000] [--repeat 3] [--pipeline-events 200000] [--json FILE]
 Runs in its own process with its own chdb data dir (a temp dir, removed at the end).
 """
 from __future__ import annotations
@@ -28,6 +29,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--events", type=int, default=20_000)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--pipeline-events", type=int, default=200_000,
+                    help="events of the in-process pipeline run (0: skip it)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     tmp = tempfile.mkdtemp(prefix="autologs-bench-stages-")
@@ -142,12 +145,58 @@ def _run(args, tmp: str) -> dict:
     assert cnt == n, cnt
     # pipeline total as it runs today (validate + rows + insert), per event
     out["pipeline_today_us"] = round(out["validate_batch_us"] + out["event_log_row_us"] + out["insert_rows_us"], 3)
+    if args.pipeline_events:
+        out.update(_pipeline_in_process(ch, settings, args.pipeline_events))
     ch.close()
     print(json.dumps(out, indent=2))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"date": datetime.now(timezone.utc).isoformat(), **out}, f, indent=2)
     return out
+
+
+def _pipeline_in_process(ch, settings, n: int) -> dict:
+    """Pipeline.start over batches of sink_max_rows, two in flight as in the worker, contact states in a dict,
+    real inserts: what one process does when the batch step is all it runs. The worker's figure minus this
+    one is the Kafka client's and Faust's share."""
+    import asyncio
+
+    import orjson
+
+    from autologs import gcpolicy
+    from processors.pipeline import DictStates, Pipeline
+    from processors.validate import RawMessage
+    from streams.simulate import SimulationSpec, generate
+
+    values = [orjson.dumps(ev) for ev in generate(SimulationSpec(contacts=int(n * 0.14) + 2000, max_events=n))]
+    messages = [RawMessage("bench.events", i % settings.topic_partitions, i, b"k", v, 0) for i, v in enumerate(values)]
+    for table in ("event_log", "scenario_log", "enrollment_state"):
+        ch.command(f"TRUNCATE TABLE {{db}}.{table}")
+    gcpolicy.install(settings.gc_interval_s)  # as in the worker
+    size = settings.sink_max_rows
+
+    async def no_dead_letters(items) -> None:
+        raise AssertionError(f"the simulate mix is all valid: {items[:1]}")
+
+    async def run() -> tuple[float, float]:
+        pipeline = Pipeline(settings, ch, no_dead_letters, DictStates())
+        thread_s, wall_s = time.thread_time(), time.perf_counter()
+        finishing = None
+        for i in range(0, len(messages), size):
+            finish = await pipeline.start([(m, m) for m in messages[i:i + size]])
+            if finishing is not None:
+                await finishing
+            finishing = asyncio.ensure_future(finish)
+        if finishing is not None:
+            await finishing
+        await pipeline.drain()
+        return time.thread_time() - thread_s, time.perf_counter() - wall_s
+
+    thread_s, wall_s = asyncio.run(run())
+    rows = ch.rows("SELECT count() FROM {db}.event_log FINAL")[0][0]
+    assert rows == n, f"{rows} rows for {n} events"
+    return {"pipeline_events": n, "pipeline_events_per_s": round(n / wall_s),
+            "pipeline_main_thread_us": round(thread_s / n * 1e6, 2), "pipeline_wall_us": round(wall_s / n * 1e6, 2)}
 
 
 if __name__ == "__main__":
