@@ -72,7 +72,7 @@ def main() -> None:
                 msgs = [RawMessage(b.topic, b.partition, item.offset, item.key, item.value, item.timestamp)
                         for b in self._batches.values() for item in b._buffer]
                 if msgs:
-                    loop.run_until_complete(pipeline.handle([(m, m) for m in msgs]))
+                    loop.run_until_complete(pipeline.handle(msgs))
                 loop.run_until_complete(pipeline.release_idle())
                 for key, value in states.changes().items():
                     producer.produce(changelog, key=key, value=value)

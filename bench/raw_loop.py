@@ -93,7 +93,7 @@ async def run(group: str, max_rows: int, max_seconds: float) -> None:
             for tp, ms in batches.items():
                 in_flight.setdefault(tp, set()).update(m.offset for m in ms)
                 next_offset[tp] = ms[-1].offset + 1
-            started = await pipeline.start([(m, m) for m in msgs])
+            started = await pipeline.start(msgs)
             if finishing is not None:
                 await finishing
             finishing = asyncio.ensure_future(finish_batch(started))

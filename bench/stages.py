@@ -183,7 +183,7 @@ def _pipeline_in_process(ch, settings, n: int) -> dict:
         thread_s, wall_s = time.thread_time(), time.perf_counter()
         finishing = None
         for i in range(0, len(messages), size):
-            finish = await pipeline.start([(m, m) for m in messages[i:i + size]])
+            finish = await pipeline.start(messages[i:i + size])
             if finishing is not None:
                 await finishing
             finishing = asyncio.ensure_future(finish)

@@ -105,7 +105,7 @@ async def ingest_events(stream):
         inbox = _start_batches(stream)
         async for messages in take_batches(inbox, settings.sink_max_delay_ms / 1000):
             # This batch is validated and derived while the one before is still being written.
-            finish = await pipeline().start([(m, m) for m in messages])  # InboxMessage: read and acked as is
+            finish = await pipeline().start(messages)  # InboxMessage: read and acked as is
             if finishing is not None:
                 await finishing
             finishing = asyncio.ensure_future(_finish_and_ack(finish))

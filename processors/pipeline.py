@@ -95,6 +95,10 @@ class Held:
 _order = attrgetter("order")
 
 
+def _itself(message: Any) -> Any:
+    return message
+
+
 def _removal_id(command: RemoveContact) -> str:
     return f"removal:{command.request_id}:{contact_key(command.email, command.contact_id)}"
 
@@ -121,19 +125,22 @@ class Pipeline:
         self._writes: set[asyncio.Future] = set()  # inserts in flight (kept referenced)
         self._finished: asyncio.Future | None = None  # the last started batch's: batches finish in order
 
-    async def handle(self, batch: list[tuple[RawMessage, Any]]) -> list[Any]:
+    async def handle(self, messages: list[RawMessage], tokens: list[Any] | None = None) -> list[Any]:
         """Process one batch; returns the tokens of the messages that are done (safe to acknowledge)."""
-        return await (await self.start(batch))
+        return await (await self.start(messages, tokens))
 
-    async def start(self, batch: list[tuple[RawMessage, Any]]) -> Awaitable[list[Any]]:
+    async def start(self, messages: list[RawMessage], tokens: list[Any] | None = None) -> Awaitable[list[Any]]:
         """Validate and derive one batch, and start its inserts. The awaitable returned finishes it: the
         rows written, then the contact states published; it gives the tokens that are done.
+
+        `tokens[i]` is what to acknowledge message i by; without `tokens`, the messages themselves (a Faust
+        message is read and acked as it is).
 
         The next batch may start before this one finishes: it derives from this one's states, which are
         remembered at once. Batches finish in the order they started.
         """
         async with self.lock:
-            return await self._start(batch)
+            return await self._start(messages, tokens)
 
     async def release_idle(self) -> list[Any]:
         """Called periodically: derive what quiet partitions hold. Returns tokens to acknowledge."""
@@ -153,36 +160,45 @@ class Pipeline:
             finish = self._derive_and_write(None, [], released, [])
         await finish
 
-    async def _start(self, batch: list[tuple[RawMessage, Any]]) -> Awaitable[list[Any]]:
-        events_batch = [(m, t) for m, t in batch if m.topic != self.commands_topic]
-        command_batch = [(m, t) for m, t in batch if m.topic == self.commands_topic]
-        tokens_of = {id(m): t for m, t in batch}
-        checked = validate_batch([m for m, _ in events_batch])
-        invalid = list(checked.invalid)
+    async def _start(self, messages: list[RawMessage], tokens: list[Any] | None) -> Awaitable[list[Any]]:
+        # One pass per message where possible, and no pairs or maps of messages unless tokens are given:
+        # everything built here per event is also freed per event.
+        if tokens is None:
+            token_of = _itself
+        else:
+            by_id = {id(m): t for m, t in zip(messages, tokens)}
+            token_of = lambda m: by_id[id(m)]  # noqa: E731
+        commands_topic = self.commands_topic
+        command_messages = [m for m in messages if m.topic == commands_topic] if commands_topic else []
+        event_messages = [m for m in messages if m.topic != commands_topic] if command_messages else messages
+        checked = validate_batch(event_messages)
+        invalid = checked.invalid
         removals: list[Held] = []
-        for msg, token in command_batch:
+        for msg in command_messages:
             try:
                 command = COMMAND_ADAPTER.validate_json(msg.value or b"")
             except ValidationError as exc:
                 invalid.append((msg, explain(exc)))
                 continue
-            removals.append(Held(None, Source(msg.topic, msg.partition, msg.offset), token, command))
+            removals.append(Held(None, Source(msg.topic, msg.partition, msg.offset), token_of(msg), command))
         if invalid:
             for msg, reason in invalid:
                 log.info("dead letter %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, reason)
             await self.send_dead_letters(invalid)
-        done = [tokens_of[id(m)] for m, _ in invalid]
+        done = [token_of(m) for m, _ in invalid]
 
-        sources = [Source(m.topic, m.partition, m.offset) for _, m in checked.events]
-        held = [Held(ev, src, tokens_of[id(m)]) for (ev, m), src in zip(checked.events, sources)]
-        self.held.add_many([(h.source.partition, *h.order, h) for h in held])
-        touched = {src.partition for src in sources}
-        released = [item for p in sorted(touched) for item in self.held.release(p)]
-        log_rows = [event_log_row(ev, src) for (ev, _), src in zip(checked.events, sources)]
-        self.stats.messages += len(batch)
+        entries, log_rows = [], []
+        for ev, m in checked.events:
+            src = Source(m.topic, m.partition, m.offset)
+            h = Held(ev, src, token_of(m))
+            entries.append((m.partition, h.order[0], h.order[1], h))
+            log_rows.append(event_log_row(ev, src))
+        self.held.add_many(entries)
+        released = [item for p in sorted({e[0] for e in entries}) for item in self.held.release(p)]
+        self.stats.messages += len(messages)
         self.stats.events += len(checked.events)
         self.stats.dead_letters += len(invalid)
-        self.stats.commands += len(command_batch)
+        self.stats.commands += len(command_messages)
         # The event log does not wait for the derivation (it is what "freshness" measures), and the
         # derivation does not wait for the event log: its insert runs in the ClickHouse thread meanwhile.
         logged = self._spawn(self._write_event_log(log_rows))

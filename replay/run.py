@@ -176,20 +176,20 @@ class Replay:
             for tp, batch in records:
                 pending_commands.setdefault(tp.partition, []).extend(batch)
 
-        def command(record) -> tuple[RawMessage, None]:
+        def command(record) -> RawMessage:
             # A command counts as read once it is in a batch (so a resumed replay does not skip it).
             self._positions[TopicPartition(self.names.commands, record.partition)] = record.offset + 1
-            return self._raw(self.names.commands, record), None
+            return self._raw(self.names.commands, record)
 
         async for records, reached in _ahead(self._fetch(events)):
             self._positions.update(reached)  # counted as read with its batch: a checkpoint never passes it
-            batch: list[tuple[RawMessage, None]] = []
+            batch: list[RawMessage] = []
             for tp, recs in records:
                 queue = pending_commands.get(tp.partition, [])
                 for r in recs:
                     while queue and queue[0].timestamp <= r.timestamp:
                         batch.append(command(queue.pop(0)))
-                    batch.append((self._raw(tp.topic, r), None))
+                    batch.append(self._raw(tp.topic, r))
             await self._handle(batch)
         leftover = sorted((r for q in pending_commands.values() for r in q), key=lambda r: r.timestamp)
         if leftover:
@@ -232,7 +232,7 @@ class Replay:
     def _raw(topic: str, r) -> RawMessage:
         return RawMessage(topic, r.partition, r.offset, r.key, r.value, r.timestamp)
 
-    async def _handle(self, batch: list[tuple[RawMessage, None]]) -> None:
+    async def _handle(self, batch: list[RawMessage]) -> None:
         await self.pipeline.handle(batch)
         self.progress.read += len(batch)
         await self._write_manifest()

@@ -50,9 +50,9 @@ def _held_back(db: ClickHouse) -> threading.Event:
     return gate
 
 
-def _message(offset: int, event: dict) -> tuple[RawMessage, int]:
+def _message(offset: int, event: dict) -> RawMessage:
     key, value = keyed(event)
-    return RawMessage("events", 0, offset, key, value, 0), offset
+    return RawMessage("events", 0, offset, key, value, 0)
 
 
 async def _no_dead_letters(items):
@@ -72,8 +72,8 @@ def test_the_next_batch_derives_from_states_not_yet_written_which_are_published_
     pipeline, states, gate = _held_back_pipeline(db)
 
     async def story():
-        finish_first = await pipeline.start([_message(0, started)])
-        finish_second = await pipeline.start([_message(1, page)])
+        finish_first = await pipeline.start([_message(0, started)], tokens=[0])
+        finish_second = await pipeline.start([_message(1, page)], tokens=[1])
         await asyncio.sleep(0.2)
         assert states.published == [], "states are published only once their rows are written"
         assert db.rows("SELECT count() FROM {db}.scenario_log")[0][0] == 0

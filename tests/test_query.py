@@ -61,8 +61,7 @@ async def _derive(db: ClickHouse, events: list[dict]) -> None:
         raise AssertionError(f"unexpected dead letters: {items}")
 
     pipeline = Pipeline(Settings(scenario_idle_release_s=0.001), db, no_dead_letters, states=DictStates())
-    batch = [(RawMessage("events", 0, i, k, v, 0), i) for i, (k, v) in enumerate(map(keyed, events))]
-    await pipeline.handle(batch)
+    await pipeline.handle([RawMessage("events", 0, i, k, v, 0) for i, (k, v) in enumerate(map(keyed, events))])
     await asyncio.sleep(0.01)
     await pipeline.release_idle()
     assert len(pipeline.held) == 0
