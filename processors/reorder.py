@@ -34,14 +34,15 @@ class ReorderBuffer:
     def add_many(self, entries: list[tuple[int, int, str, Any]]) -> None:
         """(partition, event time, event_id, item) of one batch: the clocks are read once."""
         wall, now, seq, push = self._wall_ms(), self._monotonic(), self._seq, heapq.heappush
+        heaps, watermark, arrived = self._heaps, self._watermark, self._last_arrival
         for partition, t_ms, event_id, item in entries:
-            heap = self._heaps.get(partition)
+            heap = heaps.get(partition)
             if heap is None:
-                heap = self._heaps[partition] = []
+                heap = heaps[partition] = []
             push(heap, (t_ms, event_id, next(seq), item))
-            if t_ms > self._watermark.get(partition, 0):
-                self._watermark[partition] = min(t_ms, wall)
-            self._last_arrival[partition] = now
+            if t_ms > watermark.get(partition, 0):
+                watermark[partition] = min(t_ms, wall)
+            arrived[partition] = now
 
     def partitions(self) -> list[int]:
         return [p for p, h in self._heaps.items() if h]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-import time
 from datetime import datetime, timedelta, timezone
 from ipaddress import ip_address
 from typing import Annotated, Any, Literal, Union, get_args, get_type_hints
@@ -33,15 +32,9 @@ Name = Annotated[str, Field(max_length=512)]
 
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}\Z")
-_LIMIT: list = [0.0, None]
-
-
-def _future_limit() -> datetime:
-    """now + 24 h, recomputed at most once a second rather than per event."""
-    t = time.monotonic()
-    if _LIMIT[1] is None or t - _LIMIT[0] >= 1.0:
-        _LIMIT[0], _LIMIT[1] = t, datetime.now(timezone.utc) + MAX_FUTURE + timedelta(seconds=1)
-    return _LIMIT[1]
+# now + 24 h as last computed. The true limit only grows, so an event under this one is under it too; only an
+# event past it asks the clock again (events are normally about a day under it: no clock read per event).
+_future_limit: list[datetime] = [OLDEST]
 
 
 @lru_cache(maxsize=1 << 14)  # IPv6 parsing costs ~10 µs; a contact's events repeat its address
@@ -67,8 +60,10 @@ def _utc_ms(v: datetime) -> datetime:
     v = v.replace(tzinfo=timezone.utc) if v.tzinfo is None else v.astimezone(timezone.utc)
     if v.microsecond % 1000:
         v = v.replace(microsecond=v.microsecond - v.microsecond % 1000)
-    if v > _future_limit():
-        raise ValueError("occurred_at is more than 24 hours in the future")
+    if v > _future_limit[0]:
+        _future_limit[0] = datetime.now(timezone.utc) + MAX_FUTURE
+        if v > _future_limit[0]:
+            raise ValueError("occurred_at is more than 24 hours in the future")
     if v < OLDEST:
         raise ValueError("occurred_at is before 2000-01-01")
     return v

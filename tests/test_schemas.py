@@ -132,6 +132,14 @@ def test_occurred_at_with_offset_becomes_utc_truncated_to_milliseconds():
     assert event["occurred_at"] == datetime(2025, 1, 1, 5, 0, 0, 0, tzinfo=timezone.utc)
 
 
+def test_the_future_limit_follows_the_clock():
+    from schemas import events
+    events._future_limit[0] = datetime.now(timezone.utc) - timedelta(hours=1)  # as computed long ago
+    soon = (datetime.now(timezone.utc) + timedelta(hours=23)).isoformat()
+    assert valid(example("track", occurred_at=soon))["occurred_at"] > datetime.now(timezone.utc)
+    assert "future" in rejected(example("track", occurred_at=_FUTURE))
+
+
 def test_naive_occurred_at_is_taken_as_utc():
     event = valid(example("track", occurred_at="2024-05-01T12:34:56.5"))
     assert event["occurred_at"] == datetime(2024, 5, 1, 12, 34, 56, 500000, tzinfo=timezone.utc)
