@@ -177,10 +177,19 @@ def _write_config(settings: Settings, p: BrokerPaths) -> None:
     p.log4j.write_text(LOG4J2_XML.format(log=p.log))
 
 
+def new_cluster_id() -> str:
+    """A KRaft cluster id: 16 random bytes in URL-safe base64, as Kafka's own `Uuid.randomUuid()`, which also
+    never starts one with '-': the storage tool would read "-t -xyz" as a missing value (1 start in 64)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def _format_storage(settings: Settings, p: BrokerPaths, libs: Path) -> None:
     if (p.storage / "meta.properties").exists():
         return
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    cluster_id = new_cluster_id()
     cmd = [_java(), "-Xmx256m", f"-Dlog4j2.configurationFile={p.log4j}", "-cp", _classpath(libs),
            "kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id, "-c", str(p.config)]
     proc = subprocess.run(cmd, capture_output=True, text=True)

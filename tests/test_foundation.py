@@ -24,6 +24,15 @@ def test_broker_status_cli_answers(kafka_bootstrap):
     assert "answers" in out.stdout and "does not" not in out.stdout
 
 
+def test_a_cluster_id_never_starts_with_a_dash(monkeypatch):
+    """The storage tool reads "-t -xyz" as a missing value: one random id in 64 started with '-'."""
+    drawn = iter([uuid.UUID(bytes=b"\xf8" + b"\x00" * 15), uuid.UUID(bytes=b"\x01" * 16)])
+    monkeypatch.setattr(broker.uuid, "uuid4", lambda: next(drawn))
+    cluster_id = broker.new_cluster_id()
+    assert not cluster_id.startswith("-") and len(cluster_id) == 22, cluster_id
+    assert next(drawn, None) is None, "the id starting with '-' was drawn and refused"
+
+
 def test_ping_says_no_for_a_closed_port():
     assert broker.ping("127.0.0.1:1", 1.0) is False
 
