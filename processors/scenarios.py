@@ -210,7 +210,9 @@ def _attribute(state: dict, ev: Envelope) -> list[tuple[str, str, str]]:
     for prefix, value in (("t:", ev["template_id"]), ("c:", ev["campaign_id"])):
         if value and (hit := sends.get(prefix + str(value))) and enr.get(hit[0], {}).get("status") in ACTIVE:
             return [(hit[0], hit[1], "message")]
-    return [(sid, e["step"], "enrollment") for sid, e in sorted(enr.items()) if e["status"] in ACTIVE]
+    active = [(sid, e["step"], "enrollment") for sid, e in enr.items() if e["status"] in ACTIVE]
+    active.sort()  # only the open enrollments (usually none or one), not every scenario the contact was in
+    return active
 
 
 def load_state(raw: bytes | None) -> dict:
