@@ -118,7 +118,7 @@ def _between(q: Query, after: list | None, last: list | None) -> tuple[list[str]
 def _keys_sql(q: Query, where: list[str], tail: str) -> str:
     """The sort keys of the matching rows, newest first, without FINAL (see the module doc)."""
     keys = ", ".join(f"{sql} AS _k{i}" for i, sql in enumerate(q.key_select()))
-    return (f"SELECT {keys} FROM {{db}}.{q.table} WHERE {' AND '.join([*q.where, *where])} "
+    return (f"SELECT {keys} FROM {{db}}.{q.table} WHERE {' AND '.join([q.where_sql(), *where])} "
             f"ORDER BY {q.order_by()} {tail}")
 
 
