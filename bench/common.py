@@ -59,6 +59,27 @@ def process_cpu_s(pid: int) -> float | None:
         return None
 
 
+def threads_cpu_s(pid: int) -> dict[str, float] | None:
+    """CPU seconds so far of a process's live threads, grouped: `main` (the event loop's thread), `python`
+    (threads Python started: they keep the process's name) and `native` (threads the engine or a C client
+    named: chdb's, librdkafka's). Why: the main thread's share tells whether the process is bound by it."""
+    try:
+        name = Path(f"/proc/{pid}/comm").read_text().strip()
+        groups = {"main": 0.0, "python": 0.0, "native": 0.0}
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+            except OSError:
+                continue  # ended meanwhile
+            comm = stat[stat.index("(") + 1:stat.rindex(")")]
+            fields = stat.rsplit(")", 1)[1].split()
+            group = "main" if int(tid) == pid else "python" if comm == name else "native"
+            groups[group] += (int(fields[11]) + int(fields[12])) / _TICK
+        return groups
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def machine_busy_s() -> float | None:
     """CPU seconds all cores of the machine have been busy so far (not idle, not waiting for I/O)."""
     try:

@@ -116,17 +116,20 @@ def render_table(out: dict) -> str:
     faust = (runs.get("faust") or {}).get("events_per_s")
     if runs:
         lines += ["", "| ingest of the same topic | events/s (best round) | vs Faust worker | seconds | CPU-µs per event "
-                  "| cores used by the process / the machine | count FINAL |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+                  "| cores used by the process / the machine | the process's main thread / other Python threads / native threads "
+                  "| count FINAL |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for k, r in runs.items():
             rel = f"{r['events_per_s'] / faust:.2f}×" if faust else "–"
             cpu = _num(r.get("cpu_us_per_event"))
             cores = (f"{r['process_cores']:.2f} / {r['machine_busy_cores']:.2f} of {r.get('machine_cores', '?')}"
                      if "process_cores" in r and "machine_busy_cores" in r else "–")
+            t = r.get("thread_cores")
+            threads = f"{t['main']:.2f} / {t['python']:.2f} / {t['native']:.2f}" if t else "–"
             others = [g["events_per_s"] for g in r.get("rounds", []) if "events_per_s" in g]
             rounds = f" (rounds: {'; '.join(f'{v:,.0f}' for v in others)})" if len(others) > 1 else ""
             lines.append(f"| {k} | {r['events_per_s']:,.0f}{rounds} | {rel} | {r['seconds']:.1f} | {cpu} | {cores} "
-                         f"| {r.get('count_final', 0):,} |")
+                         f"| {threads} | {r.get('count_final', 0):,} |")
         lines += ["", "All three run the same batch step, processors.pipeline.Pipeline (validation, dead letters, "
                   "event log, reorder buffer, scenario log, enrollment state, the same inserts). Only the worker "
                   "keeps the contact states in a changelog-backed Faust table, and only it and the raw loop "

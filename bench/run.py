@@ -43,7 +43,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from bench.common import (
-    LagProbe, Proc, bench_env, count_rows, free_port, log, machine_busy_s, process_cpu_s, run_child,
+    LagProbe, Proc, bench_env, count_rows, free_port, log, machine_busy_s, process_cpu_s, run_child, threads_cpu_s,
 )
 
 RESULTS = Path(os.environ.get("BENCH_RESULTS_DIR") or Path(__file__).resolve().parent / "results")
@@ -94,6 +94,7 @@ async def measure(p: Proc, n: int, bootstrap: str, topic: str, timeout: float, p
             await asyncio.sleep(0.05)
         t0, r0 = time.monotonic(), p.rows_written()
         cpu0, busy0 = process_cpu_s(p.proc.pid) if p.proc else None, machine_busy_s()
+        threads0 = threads_cpu_s(p.proc.pid) if p.proc else None
         if profile_to is not None and p.proc is not None:
             spy = subprocess.Popen([_py_spy(), "record", "--pid", str(p.proc.pid),
                                     "--rate", "250", "--format", "raw", "--output", str(profile_to),
@@ -114,6 +115,7 @@ async def measure(p: Proc, n: int, bootstrap: str, topic: str, timeout: float, p
                 if await probe.lag() == 0:
                     t1 = time.monotonic()
                     cpu1, busy1 = process_cpu_s(p.proc.pid) if p.proc else None, machine_busy_s()
+                    threads1 = threads_cpu_s(p.proc.pid) if p.proc else None
                     break
             if now - last_print >= 2:
                 last_print = now
@@ -140,12 +142,18 @@ async def measure(p: Proc, n: int, bootstrap: str, topic: str, timeout: float, p
     if cpu0 is not None and cpu1 is not None:
         cpu["cpu_us_per_event"] = round((cpu1 - cpu0) / done * 1e6, 1)
         cpu["process_cores"] = round((cpu1 - cpu0) / elapsed, 2)
+    if threads0 and threads1 and "process_cores" in cpu:
+        main, python = (round((threads1[g] - threads0[g]) / elapsed, 2) for g in ("main", "python"))
+        # native: the rest of the process (threads that ended meanwhile included)
+        cpu["thread_cores"] = {"main": main, "python": python,
+                               "native": round(max(cpu["process_cores"] - main - python, 0), 2)}
     if busy0 is not None and busy1 is not None:
         cpu["machine_busy_cores"] = round((busy1 - busy0) / elapsed, 2)
         cpu["machine_cores"] = os.cpu_count()
     if cpu:
         log(f"{p.name}: {cpu.get('cpu_us_per_event', '?')} CPU-µs per event; the process used "
-            f"{cpu.get('process_cores', '?')} cores, the machine {cpu.get('machine_busy_cores', '?')} of {os.cpu_count()}")
+            f"{cpu.get('process_cores', '?')} cores ({cpu.get('thread_cores', '?')}), the machine "
+            f"{cpu.get('machine_busy_cores', '?')} of {os.cpu_count()}")
     return {"events_per_s": round(done / elapsed, 1), "seconds": round(elapsed, 3), "rows_at_start": r0, **cpu,
             "single_batch": r0 >= n,  # everything landed in the first insert: the rate means nothing (smoke)
             "rows_only_events_per_s": round(done / max(rows_done_at - t0, 1e-3), 1), "gc": gc_stats}

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import time
 
-from bench.common import machine_busy_s, process_cpu_s
+from bench.common import machine_busy_s, process_cpu_s, threads_cpu_s
 from bench.report import render_table
 
 
@@ -19,11 +19,42 @@ def test_cpu_readings_grow_with_work():
     assert process_cpu_s(2**22 + 12345) is None  # no such process: unreadable, not an error
 
 
+def test_thread_cpu_readings_tell_the_main_thread_from_other_python_threads():
+    import threading
+
+    def burn(seconds: float) -> None:
+        until = time.thread_time() + seconds
+        while time.thread_time() < until:
+            pass
+
+    burnt, leave = threading.Event(), threading.Event()
+
+    def work() -> None:
+        burn(0.4)
+        burnt.set()
+        leave.wait(10)
+
+    before = threads_cpu_s(os.getpid())
+    worker = threading.Thread(target=work)
+    worker.start()
+    burnt.wait(10)
+    during = threads_cpu_s(os.getpid())  # the worker is alive: counted under "python"
+    leave.set()
+    worker.join()
+    burn(0.2)
+    after = threads_cpu_s(os.getpid())
+    assert during["python"] - before["python"] >= 0.3, (before, during)
+    assert after["main"] - during["main"] >= 0.15, (during, after)
+    assert set(before) == {"main", "python", "native"}
+    assert threads_cpu_s(2**22 + 12345) is None
+
+
 def test_the_runs_table_shows_cpu_per_event_and_cores():
     table = render_table({"events": 1000, "runs": {
         "faust": {"events_per_s": 20_000.0, "seconds": 10.0, "count_final": 1000, "cpu_us_per_event": 48.4,
                   "process_cores": 0.97, "machine_busy_cores": 1.2, "machine_cores": 2,
+                  "thread_cores": {"main": 0.7, "python": 0.1, "native": 0.17},
                   "rounds": [{"events_per_s": 20_000.0}, {"events_per_s": 18_500.0}]},
         "raw": {"events_per_s": 25_000.0, "seconds": 8.0, "count_final": 1000}}})
-    assert "| faust | 20,000 (rounds: 20,000; 18,500) | 1.00× | 10.0 | 48 | 0.97 / 1.20 of 2 | 1,000 |" in table
-    assert "| raw | 25,000 | 1.25× | 8.0 | – | – | 1,000 |" in table
+    assert "| faust | 20,000 (rounds: 20,000; 18,500) | 1.00× | 10.0 | 48 | 0.97 / 1.20 of 2 | 0.70 / 0.10 / 0.17 | 1,000 |" in table
+    assert "| raw | 25,000 | 1.25× | 8.0 | – | – | – | 1,000 |" in table
