@@ -13,7 +13,7 @@ from processors.pipeline import Pipeline
 from processors.validate import RawMessage
 from streams.app import app, settings
 from streams.channels import dead_letters_topic, sources_topic
-from streams.faust_patches import ack_many, deliver_in_batches, track_many
+from streams.faust_patches import ack_many, deliver_in_batches
 from streams.inbox import BatchInbox
 from streams.tables import TableStates, enrollments
 from streams.topics import topics
@@ -74,7 +74,7 @@ def _start_batches(stream) -> BatchInbox:
 
 
 async def take_batches(inbox: BatchInbox, within: float) -> AsyncIterator[list]:
-    """Batches of fetched messages, tracked as in flight (not acknowledged yet).
+    """Batches of fetched messages, not acknowledged yet (see `ack_many`).
 
     Messages fetched before a rebalance (another generation, or while the flow is suspended) are
     dropped, not acknowledged: after the rebalance the consumer seeks to the committed offsets, so the
@@ -85,10 +85,6 @@ async def take_batches(inbox: BatchInbox, within: float) -> AsyncIterator[list]:
         batch = await inbox.take(within)
         generation, active = app.consumer_generation_id, app.flow_control.is_active()
         live = [m for m in batch if active and m.generation_id == generation]
-        untracked = [m for m in live if not m.tracked]
-        for m in untracked:
-            m.tracked = True
-        track_many(app.consumer, untracked)
         if live:
             yield live
 
