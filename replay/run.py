@@ -283,7 +283,11 @@ class Replay:
             cols = ", ".join(name for name, in self.ch.rows(
                 "SELECT name FROM system.columns WHERE database = {d:String} AND table = {t:String} "
                 "ORDER BY position", {"d": self.ch.database, "t": copy}))
-            self.ch.command(f"INSERT INTO {{db}}.{copy}{SHADOW} ({cols}) SELECT {cols} FROM {{db}}.{source}{SHADOW}")
+            # The copies are ReplacingMergeTrees read with FINAL: the insert need not collapse the copies of a
+            # row inside its blocks (`optimize_on_insert`), FINAL and the merges do. Measured on chdb, 1M rows
+            # into event_log_by_time: 2.1-2.3 s -> 0.7-0.8 s. (The worker's 20k-row inserts measured the same.)
+            self.ch.command(f"INSERT INTO {{db}}.{copy}{SHADOW} ({cols}) SELECT {cols} FROM {{db}}.{source}{SHADOW}",
+                            settings={"optimize_on_insert": 0})
 
     def _swap(self) -> None:
         for table in (*TABLES, *COPIES):
