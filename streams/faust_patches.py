@@ -252,9 +252,9 @@ def ack_many(consumer, messages) -> None:
 
     Faust's set of unacknowledged messages (`_unacked_messages`, a WeakSet) is left out, here and when the
     agent takes a batch: only `Consumer.wait_empty` reads it, which the worker never calls
-    (`stream_wait_empty=False`, checked by `install`: a batch in flight at a rebalance is simply read again
-    by the partition's next owner). Adding and removing a weak reference per message was ~4% of the event
-    loop's samples."""
+    (`stream_wait_empty=False`, checked by `deliver_in_batches`: a batch in flight at a rebalance is simply
+    read again by the partition's next owner). Adding and removing a weak reference per message was ~4% of
+    the event loop's samples."""
     n_acked = 0
     with ack_lock:
         acks_enabled: dict = {}
