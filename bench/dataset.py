@@ -132,7 +132,9 @@ FROM (SELECT number, {_contact('number', 26, contacts)} AS {c}, {_pick(_SC_TYPES
 
 def enrollment_select(first: int, count: int, contacts: int = CONTACTS, days: int = DAYS, distinct: int = 0) -> str:
     """Rows [0, distinct) are distinct enrollments (contact j-th scenario); later rows are newer versions
-    (a step moved, an exit, a removal) of distinct enrollments among those: FINAL keeps the latest.
+    (a step moved, an exit, a removal) of distinct enrollments among those: FINAL keeps the latest. A newer
+    version keeps its enrollment's entry time, as the derivation does (only a restart moves it forward);
+    `k` is cast because `if` of an Int64 and a UInt64 is a Variant here, which hashes unlike the UInt64.
     Insert the two ranges apart (a ReplacingMergeTree collapses versions inside one inserted block)."""
     c, k = "c", "k"
     upd = f"number >= {distinct}"
@@ -149,7 +151,7 @@ SELECT {account_sql(c)} AS account_id,
   toUInt64(toUnixTimestamp64Milli(updated_at)) * 1000 + number % 1000 AS version
 FROM (SELECT number, {k}, {k} % {contacts} AS {c}, (intDiv({k}, {contacts}) * 7 + {c}) % {SCENARIOS_PER_ACCOUNT} AS s,
              {_pick(_STATUSES, 'cityHash64(number, 37)')} AS st
-      FROM (SELECT number, if({upd}, (number - {distinct}) * 1000003 % {max(distinct, 1)}, number) AS {k}
+      FROM (SELECT number, toUInt64(if({upd}, (number - {distinct}) * 1000003 % {max(distinct, 1)}, number)) AS {k}
             FROM numbers({first}, {count})))"""
 
 

@@ -5,8 +5,8 @@ and checksum against what it read (kept in `replay_manifest`), then EXCHANGEs th
 old ones as `<table>__previous`. What the topics received during the replay is then read in place
 (the exactly-once effect makes that safe), so a replay beside live ingestion loses nothing.
 `--in-place` skips the shadow and relies on that effect alone.
-Copies fed by a materialized view (`COPIES`: the dumps' event_log_by_time, and scenario_log_by_contact for
-one contact's pages) get a shadow too, filled from the verified shadow source just before the swap, and are
+Copies fed by a materialized view (`COPIES`: the dumps' event_log_by_time, scenario_log_by_contact for one
+contact's pages, enrollment_state_by_entry for the contacts page) get a shadow too, filled from the verified shadow source just before the swap, and are
 swapped with it.
 """
 from __future__ import annotations
@@ -37,7 +37,8 @@ TABLES = ("event_log", "scenario_log", "enrollment_state")
 # Copies that a materialized view fills from inserts into a table of TABLES (copy -> source). A view fires
 # only for inserts into its own source table, so the shadow copy is filled from the verified shadow source
 # before the swap; after the swap the views feed the swapped tables (they name their tables).
-COPIES = {"event_log_by_time": "event_log", "scenario_log_by_contact": "scenario_log"}
+COPIES = {"event_log_by_time": "event_log", "scenario_log_by_contact": "scenario_log",
+          "enrollment_state_by_entry": "enrollment_state"}
 SHADOW = "__replay"
 PREVIOUS = "__previous"
 CHECKPOINT_EVERY_S = 10.0

@@ -10,6 +10,7 @@ import base64
 import csv
 import io
 import json
+import random
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
@@ -238,6 +239,90 @@ def test_scenario_and_contact_pages_match_one_big_page(db):
         whole = views.page(db, view, story.ACCOUNT, params | {"limit": "1000"})
         assert whole["next_cursor"] is None
         assert all_rows(db, view, story.ACCOUNT, params, limit=2) == whole["rows"]
+
+
+
+ENTRIES = "acct-entries"
+
+
+def _lifecycles(contacts: int, seed: int = 11) -> list[dict]:
+    """Random enrollments of one account: starts, steps, waits, exits, removals and restarts, in event-time
+    order; entries share seconds, so the page's ties are broken by scenario and contact."""
+    rng = random.Random(seed)
+    kinds = ["automation_step_reached", "automation_waiting", "automation_action", "automation_exited",
+             "automation_removed", "automation_restarted"]
+    evs = []
+    for c in range(contacts):
+        for sc in rng.sample(range(6), rng.randint(1, 3)):
+            t = rng.randrange(0, 3_000)
+            seq = ["automation_started"] + rng.choices(kinds, weights=[5, 3, 2, 2, 1, 2], k=rng.randint(0, 5))
+            for k, kind in enumerate(seq):
+                t += rng.randint(0, 400)
+                extra = {"automation_exited": {"reason": "goal_reached"},
+                         "automation_action": {"action": "send_email"}}.get(kind, {})
+                evs.append({"event_id": f"en-{c}-{sc}-{k}", "account_id": ENTRIES, "type": kind,
+                            "email": f"e{c}@example.com", "contact_id": 50_000 + c,
+                            "occurred_at": (story.T0 + timedelta(seconds=t)).isoformat(),
+                            "automation_id": f"sc-{sc}", "automation_name": f"Scenario {sc}",
+                            "step_id": f"s{rng.randint(1, 4)}", **extra})
+    return sorted(evs, key=lambda e: (e["occurred_at"], e["event_id"]))
+
+
+@pytest.fixture(scope="module")
+def entries(db):
+    """~5,000 enrollments derived by the real Pipeline in 8 batches: every batch is another insert, so the
+    copy sorted by entry holds several versions of a key in several parts, as the worker leaves it."""
+    async def no_dead_letters(items):
+        raise AssertionError(f"unexpected dead letters: {items}")
+
+    async def derive(evs: list[dict]) -> None:
+        pipeline = Pipeline(Settings(scenario_idle_release_s=0.001), db, no_dead_letters, states=DictStates())
+        for k in range(8):
+            batch = evs[k * len(evs) // 8:(k + 1) * len(evs) // 8]
+            await pipeline.handle([RawMessage("events", 0, k * len(evs) + i, *keyed(e), 0) for i, e in enumerate(batch)])
+            await asyncio.sleep(0.002)
+            await pipeline.release_idle()
+        assert len(pipeline.held) == 0
+
+    db.command("SYSTEM STOP MERGES {db}.enrollment_state_by_entry")  # keep the 8 parts (this scratch db only)
+    asyncio.run(derive(_lifecycles(2_500)))
+    return db
+
+
+@pytest.mark.parametrize("params", [{}, {"status": "all"}, {"status": "exited,removed"}, {"step": "s2"},
+                                    {"contact_id": "50007"}, {"status": "all", "from": "2026-11-20T10:20:00Z",
+                                                              "to": "2026-11-20T10:40:00Z"},
+                                    {"status": "waiting", "tz": "Europe/Paris", "from": "2026-11-20T10:30:00Z"}])
+def test_contact_pages_without_a_contact_read_the_copy_by_entry_and_equal_enrollment_states(entries, monkeypatch,
+                                                                                          params):
+    """enrollment_state is sorted by scenario; a contacts page without an email or a scenario reads
+    enrollment_state_by_entry newest first without FINAL, the latest version of each key by LIMIT 1 BY:
+    the same rows, in the same order, across every page, as enrollment_state read with FINAL."""
+    db = entries
+    versions = db.rows("SELECT count(), uniqExact(scenario_id, contact_key), uniqExact(_part) "
+                       "FROM {db}.enrollment_state_by_entry WHERE account_id = {a:String}", {"a": ENTRIES})[0]
+    assert versions[0] > versions[1] > 4_000 and versions[2] >= 8  # stale versions, in 8 parts
+    sql_seen: list[str] = []
+    query = db.query
+    monkeypatch.setattr(db, "query", lambda sql, *a, **k: (sql_seen.append(sql), query(sql, *a, **k))[1])
+    from_copy = all_rows(db, "contacts", ENTRIES, params, limit=97)
+    assert from_copy and sql_seen and all("enrollment_state_by_entry WHERE" in s and "FINAL" not in s
+                                          for s in sql_seen)
+    monkeypatch.setitem(views.SPECS, "contacts", replace(views.SPECS["contacts"], by_entry=""))
+    sql_seen.clear()
+    assert all_rows(db, "contacts", ENTRIES, params, limit=97) == from_copy
+    assert sql_seen and all("enrollment_state FINAL" in s for s in sql_seen)
+
+
+def test_contact_pages_of_one_contact_or_scenario_and_dumps_read_enrollment_state(entries, monkeypatch):
+    sql_seen: list[str] = []
+    query = entries.query
+    monkeypatch.setattr(entries, "query", lambda sql, *a, **k: (sql_seen.append(sql), query(sql, *a, **k))[1])
+    assert all_rows(entries, "contacts", ENTRIES, {"email": "E7@example.com", "status": "all"})
+    assert all_rows(entries, "contacts", ENTRIES, {"scenario": "sc-2"})
+    assert sql_seen and not any("enrollment_state_by_entry" in s for s in sql_seen)
+    assert b"".join(csv_chunks(entries, "contacts", ENTRIES, {}))
+    assert not any("enrollment_state_by_entry" in s for s in sql_seen)
 
 
 # ---- CSV -----------------------------------------------------------------------------------------------------

@@ -29,6 +29,10 @@ TABLE_QUERIES = {
                          "ORDER BY event_id",
     "scenario_log_by_contact": "SELECT scenario_id, source_event_id, step_id, email FROM "
                                "{db}.scenario_log_by_contact FINAL ORDER BY scenario_id, source_event_id",
+    # the contacts page's copy, read as the page reads it: the highest version of each key
+    "enrollment_state_by_entry": "SELECT scenario_id, contact_key, status, step_id, entered_at FROM "
+                                 "(SELECT * FROM {db}.enrollment_state_by_entry ORDER BY version DESC "
+                                 "LIMIT 1 BY scenario_id, contact_key) ORDER BY scenario_id, contact_key",
 }
 
 
@@ -82,6 +86,7 @@ async def test_a_crashed_replay_resumes_to_the_same_tables(settings, scratch, mo
     assert straight["event_log_by_time"] == straight["event_log"]  # the dumps' copy was rebuilt with the log
     by_contact = [(s, e, st) for s, e, st, _ in straight["scenario_log_by_contact"]]
     assert by_contact == [(s, e, st) for s, e, st, _ in straight["scenario_log"]] and by_contact
+    assert straight["enrollment_state_by_entry"] == straight["enrollment_state"]
 
 
 async def test_replay_refuses_what_retention_deleted(settings, scratch):
