@@ -103,7 +103,6 @@ class Replay:
         replay_settings = settings.model_copy(update={"scenario_idle_release_s": 1e9})
         self.states = DictStates()
         self._manifest: list[list] = []
-        self._manifest_writing: asyncio.Future | None = None
         self._keep_manifest = not in_place  # the shadow pass is verified; in-place writes are not
         self.pipeline = self._pipeline(replay_settings, "" if in_place else SHADOW)
         self._positions: dict[TopicPartition, int] = {tp: s for tp, (s, _) in plan.ranges.items()}
@@ -123,7 +122,6 @@ class Replay:
         await self._read(self.plan.ranges)
         await self.pipeline.drain()
         await self._write_manifest()
-        await self._manifest_written()
         days = 0
         swapped = False
         caught_up = 0
@@ -242,7 +240,6 @@ class Replay:
         if self.on_progress:
             self.on_progress(self.progress)
         if time.monotonic() - self._last_checkpoint > CHECKPOINT_EVERY_S:
-            await self._manifest_written()
             self._save_checkpoint()
 
     def _set_phase(self, phase: str) -> None:
@@ -260,22 +257,12 @@ class Replay:
                         "ORDER BY (day, event_id) COMMENT 'What a replay read: verified against the rebuilt log'")
 
     async def _write_manifest(self) -> None:
-        """Start writing what was logged since the last call; it runs while the next batch is read and
-        derived (awaited, it was ~1 s of a 1M-event replay). One write at a time, in order."""
-        await self._manifest_written()
         if not self._keep_manifest or not self._manifest:
             self._manifest.clear()
             return
         rows = [[r[4].date(), r[1]] for r in self._manifest]  # occurred_at, event_id of EVENT_LOG_COLUMNS
         self._manifest.clear()
-        self._manifest_writing = asyncio.ensure_future(
-            self.ch.run(self.ch.insert, "replay_manifest", rows, ["day", "event_id"]))
-
-    async def _manifest_written(self) -> None:
-        """Before a checkpoint and before the verification: what was read is in the manifest."""
-        if self._manifest_writing is not None:
-            writing, self._manifest_writing = self._manifest_writing, None
-            await writing
+        await self.ch.run(self.ch.insert, "replay_manifest", rows, ["day", "event_id"])
 
     def _verify(self) -> int:
         read = self.ch.rows("SELECT day, count(), sum(sipHash64(event_id)) FROM "
