@@ -87,6 +87,9 @@ async def test_a_crashed_replay_resumes_to_the_same_tables(settings, scratch, mo
     by_contact = [(s, e, st) for s, e, st, _ in straight["scenario_log_by_contact"]]
     assert by_contact == [(s, e, st) for s, e, st, _ in straight["scenario_log"]] and by_contact
     assert straight["enrollment_state_by_entry"] == straight["enrollment_state"]
+    left = db.rows("SELECT name FROM system.tables WHERE database = {d:String} AND name LIKE '%\\_\\_replay'",
+                   {"d": db.database})
+    assert left == []  # every shadow table was swapped in
 
 
 async def test_replay_refuses_what_retention_deleted(settings, scratch):
