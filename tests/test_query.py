@@ -313,6 +313,22 @@ def test_contact_pages_without_a_contact_read_the_copy_by_entry_and_equal_enroll
     assert sql_seen and all("enrollment_state FINAL" in s for s in sql_seen)
 
 
+def test_a_contact_page_by_email_narrows_the_key_to_the_contact_and_gives_the_same_rows(entries, monkeypatch):
+    """email = X holds exactly where contact_key = X (views.View.email_key): the page filters the key too."""
+    sql_seen: list[str] = []
+    query = entries.query
+    monkeypatch.setattr(entries, "query", lambda sql, *a, **k: (sql_seen.append(sql), query(sql, *a, **k))[1])
+    emails = [f"E{c}@example.com" for c in range(0, 2_500, 97)]
+    pages = {e: all_rows(entries, "contacts", ENTRIES, {"email": e, "status": "all"}, limit=2) for e in emails}
+    assert sum(map(len, pages.values())) > 40
+    assert sql_seen and all("PREWHERE" in s and "contact_key = {f_email:String}" in s.split("WHERE")[1]
+                            for s in sql_seen)
+    monkeypatch.setitem(views.SPECS, "contacts", replace(views.SPECS["contacts"], email_key=""))
+    sql_seen.clear()
+    assert {e: all_rows(entries, "contacts", ENTRIES, {"email": e, "status": "all"}, limit=2) for e in emails} == pages
+    assert sql_seen and not any("contact_key = {f_email" in s for s in sql_seen)
+
+
 def test_contact_pages_of_one_contact_or_scenario_or_up_to_a_date_and_dumps_read_enrollment_state(entries,
                                                                                                 monkeypatch):
     """Those would read the copy by entry far down from the newest entry (see views.parse)."""
