@@ -17,7 +17,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import Callable
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -103,7 +103,6 @@ class Replay:
         replay_settings = settings.model_copy(update={"scenario_idle_release_s": 1e9})
         self.states = DictStates()
         self._manifest: list[list] = []
-        self._pending: tuple[Awaitable[list], dict[TopicPartition, int], int] | None = None  # started, not written
         self._keep_manifest = not in_place  # the shadow pass is verified; in-place writes are not
         self.pipeline = self._pipeline(replay_settings, "" if in_place else SHADOW)
         self._positions: dict[TopicPartition, int] = {tp: s for tp, (s, _) in plan.ranges.items()}
@@ -178,32 +177,24 @@ class Replay:
             for tp, batch in records:
                 pending_commands.setdefault(tp.partition, []).extend(batch)
 
-        def command(record, reached: dict) -> RawMessage:
-            # A command counts as read with the batch it joins (so a resumed replay does not skip it).
-            reached[TopicPartition(self.names.commands, record.partition)] = record.offset + 1
+        def command(record) -> RawMessage:
+            # A command counts as read once it is in a batch (so a resumed replay does not skip it).
+            self._positions[TopicPartition(self.names.commands, record.partition)] = record.offset + 1
             return self._raw(self.names.commands, record)
 
-        try:
-            async for records, reached in _ahead(self._fetch(events)):
-                reached = dict(reached)
-                batch: list[RawMessage] = []
-                for tp, recs in records:
-                    queue = pending_commands.get(tp.partition, [])
-                    for r in recs:
-                        while queue and queue[0].timestamp <= r.timestamp:
-                            batch.append(command(queue.pop(0), reached))
-                        batch.append(self._raw(tp.topic, r))
-                await self._handle(batch, reached)
-            leftover = sorted((r for q in pending_commands.values() for r in q), key=lambda r: r.timestamp)
-            reached = {}
-            if leftover:
-                await self._handle([command(r, reached) for r in leftover], reached)
-            await self._finish_pending()
-        except BaseException:
-            if self._pending is not None:  # not written, not counted: a resumed replay reads it again
-                getattr(self._pending[0], "close", lambda: None)()
-                self._pending = None
-            raise
+        async for records, reached in _ahead(self._fetch(events)):
+            self._positions.update(reached)  # counted as read with its batch: a checkpoint never passes it
+            batch: list[RawMessage] = []
+            for tp, recs in records:
+                queue = pending_commands.get(tp.partition, [])
+                for r in recs:
+                    while queue and queue[0].timestamp <= r.timestamp:
+                        batch.append(command(queue.pop(0)))
+                    batch.append(self._raw(tp.topic, r))
+            await self._handle(batch)
+        leftover = sorted((r for q in pending_commands.values() for r in q), key=lambda r: r.timestamp)
+        if leftover:
+            await self._handle([command(r) for r in leftover])
 
     async def _fetch(self, ranges: dict[TopicPartition, tuple[int, int]]):
         """Batches of records within `ranges`, each with the positions it reaches (applied by the caller)."""
@@ -242,26 +233,10 @@ class Replay:
     def _raw(topic: str, r) -> RawMessage:
         return RawMessage(topic, r.partition, r.offset, r.key, r.value, r.timestamp)
 
-    async def _handle(self, batch: list[RawMessage], reached: dict[TopicPartition, int]) -> None:
-        """Validate and derive this batch while the previous one is written (as the worker does)."""
-        finish = await self.pipeline.start(batch)
-        previous, self._pending = self._pending, (finish, reached, len(batch))
+    async def _handle(self, batch: list[RawMessage]) -> None:
+        await self.pipeline.handle(batch)
+        self.progress.read += len(batch)
         await self._write_manifest()
-        await self._finish(previous)
-
-    async def _finish_pending(self) -> None:
-        pending, self._pending = self._pending, None
-        await self._finish(pending)
-
-    async def _finish(self, started: tuple | None) -> None:
-        """A started batch's rows are written: only now do its positions count as read (a checkpoint never
-        passes a batch that is not written)."""
-        if started is None:
-            return
-        finish, reached, count = started
-        await finish
-        self._positions.update(reached)
-        self.progress.read += count
         if self.on_progress:
             self.on_progress(self.progress)
         if time.monotonic() - self._last_checkpoint > CHECKPOINT_EVERY_S:
