@@ -313,6 +313,18 @@ def test_contact_pages_without_a_contact_read_the_copy_by_entry_and_equal_enroll
     assert sql_seen and all("enrollment_state FINAL" in s for s in sql_seen)
 
 
+def test_a_contacts_page_that_the_copy_gives_out_of_order_is_read_again_from_enrollment_state(entries, monkeypatch,
+                                                                                            caplog):
+    """The copy's page has no outer ORDER BY (views.Query._latest_by_entry_sql): an engine that did not keep
+    the inner order must not show a wrong page. Simulated by reading the copy oldest first."""
+    good = all_rows(entries, "contacts", ENTRIES, {"status": "all"}, limit=97)
+    latest = views.Query._latest_by_entry_sql
+    monkeypatch.setattr(views.Query, "_latest_by_entry_sql", lambda self, *a: latest(self, *a).replace(" DESC", " ASC"))
+    with caplog.at_level("WARNING", logger="autologs.query"):
+        assert all_rows(entries, "contacts", ENTRIES, {"status": "all"}, limit=97) == good
+    assert "came out of order" in caplog.text
+
+
 def test_a_contact_page_by_email_narrows_the_key_to_the_contact_and_gives_the_same_rows(entries, monkeypatch):
     """email = X holds exactly where contact_key = X (views.View.email_key): the page filters the key too."""
     sql_seen: list[str] = []
