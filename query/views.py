@@ -8,10 +8,11 @@
 - Keyset pagination on each view's sort key (newest first): a row is shown once across pages even while
   rows keep arriving; the cursor also pins the date range of the first page (the default range ends "now").
 - Every read uses FINAL (ReplacingMergeTree) but the contacts page as it opens, which reads the copy sorted
-  by entry with LIMIT 1 BY (`Query._latest_by_entry_sql`). A condition on non-key columns (status) stays in WHERE, so it
-  sees only the latest version of a row; a condition on sorting-key columns only (account, email, date
-  range, cursor) is a PREWHERE: every copy of a row has the same key, so filtering the copies before they
-  merge gives the same rows, and the other columns are read only for the rows that pass (`SORTING_KEYS`).
+  by entry with LIMIT 1 BY (`Query._latest_by_entry_sql`). A condition on non-key columns (status) stays in
+  WHERE, so it sees only the latest version of a row; a condition on sorting-key columns only (account,
+  email, date range, cursor) is a PREWHERE: every copy of a row has the same key, so filtering the copies
+  before they merge gives the same rows, and the other columns are read only for the rows that pass
+  (`SORTING_KEYS`).
 """
 from __future__ import annotations
 
@@ -19,13 +20,12 @@ import base64
 import difflib
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from functools import lru_cache
 from typing import Any, Callable, Mapping, NamedTuple
 from zoneinfo import ZoneInfo, available_timezones
-
-import logging
 
 import orjson
 
@@ -322,7 +322,7 @@ class Query:
         the cursor and the date range included: a key's newer entry hides its older ones even when that
         entry is not shown. Without an outer ORDER BY the rows keep the inner order (LIMIT BY and the filter
         run on one sorted stream) and the read stops after the page's rows; an outer ORDER BY would make
-        ClickHouse read and sort the whole account (measured 10 -> 165 ms). tests/test_reads.py holds the
+        ClickHouse read and sort the whole account (measured 10 -> 165 ms). tests/test_query.py holds the
         pages equal to enrollment_state's, page after page.
         """
         inner = [c.sql for c in conds if {"account_id"}.issuperset(c.columns)]

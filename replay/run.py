@@ -6,8 +6,8 @@ old ones as `<table>__previous`. What the topics received during the replay is t
 (the exactly-once effect makes that safe), so a replay beside live ingestion loses nothing.
 `--in-place` skips the shadow and relies on that effect alone.
 Copies fed by a materialized view (`COPIES`: the dumps' event_log_by_time, scenario_log_by_contact for one
-contact's pages, enrollment_state_by_entry for the contacts page) get a shadow too, filled from the verified shadow source just before the swap, and are
-swapped with it.
+contact's pages, enrollment_state_by_entry for the contacts page) get a shadow too, filled from the verified
+shadow source just before the swap, and are swapped with it.
 """
 from __future__ import annotations
 

@@ -279,7 +279,8 @@ def entries(db):
         pipeline = Pipeline(Settings(scenario_idle_release_s=0.001), db, no_dead_letters, states=DictStates())
         for k in range(8):
             batch = evs[k * len(evs) // 8:(k + 1) * len(evs) // 8]
-            await pipeline.handle([RawMessage("events", 0, k * len(evs) + i, *keyed(e), 0) for i, e in enumerate(batch)])
+            await pipeline.handle([RawMessage("events", 0, k * len(evs) + i, *keyed(e), 0)
+                                   for i, e in enumerate(batch)])
             await asyncio.sleep(0.002)
             await pipeline.release_idle()
         assert len(pipeline.held) == 0
