@@ -93,17 +93,20 @@ class ClickHouse:
     def rows(self, text: str, parameters: dict | None = None, settings: dict | None = None) -> list[tuple]:
         return self.query(text, parameters, settings).result_rows
 
-    def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> None:
-        """Insert rows through a reused insert context (one per thread, table and column list).
+    def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str], *,
+               column_oriented: bool = False) -> None:
+        """Insert rows (or, `column_oriented`, one sequence per column) through a reused insert context (one
+        per thread, table, column list and orientation).
 
         Why: a fresh context asks the engine for the column types on every insert, and holds the rows in a
         reference cycle (it keeps its own bound method), so they stayed alive until the next garbage
         collection (measured: 266k row lists alive after 40 batches, a 0.24-0.57 s collection).
         """
-        key = (threading.get_ident(), table, tuple(columns))
+        key = (threading.get_ident(), table, tuple(columns), column_oriented)
         context = self._insert_contexts.get(key)
         if context is None:
-            context = self.client.create_insert_context(table, column_names=list(columns), database=self.database)
+            context = self.client.create_insert_context(table, column_names=list(columns), database=self.database,
+                                                        column_oriented=column_oriented)
             self._insert_contexts[key] = context
         try:
             context.data = rows

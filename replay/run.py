@@ -16,6 +16,7 @@ import base64
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -260,9 +261,12 @@ class Replay:
         if not self._keep_manifest or not self._manifest:
             self._manifest.clear()
             return
-        rows = [[r[4].date(), r[1]] for r in self._manifest]  # occurred_at, event_id of EVENT_LOG_COLUMNS
-        self._manifest.clear()
-        await self.ch.run(self.ch.insert, "replay_manifest", rows, ["day", "event_id"])
+        # Two columns rather than a [day, event_id] list per event: 1M events 1.8-2.0 s -> 0.7 s (chdb).
+        logged = self._manifest
+        columns = [[r[4].date() for r in logged], [r[1] for r in logged]]  # occurred_at, event_id (EVENT_LOG_COLUMNS)
+        logged.clear()
+        await self.ch.run(partial(self.ch.insert, column_oriented=True), "replay_manifest", columns,
+                          ["day", "event_id"])
 
     def _verify(self) -> int:
         read = self.ch.rows("SELECT day, count(), sum(sipHash64(event_id)) FROM "
