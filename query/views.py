@@ -456,8 +456,11 @@ def page(ch, view: str, account_id: str, params: Mapping[str, str]) -> dict:
         cond, p = q.keyset(q.after, "cur_")
         extra.append(cond)
         params_.update(p)
-    result = ch.query(q.sql(select, extra, f"LIMIT {q.limit + 1}"), params_,
-                      settings=ch.supported(q.settings())).result_rows
+    def read() -> list:
+        return ch.query(q.sql(select, extra, f"LIMIT {q.limit + 1}"), params_,
+                        settings=ch.supported(q.settings())).result_rows
+
+    result = read()
     names = [c for c, _ in cols]
     if q.table == q.spec.by_entry and not _newest_first([r[1 + len(names):] for r in result]):
         # The copy's page relies on ClickHouse keeping the inner order (no outer ORDER BY): should an engine
@@ -465,8 +468,7 @@ def page(ch, view: str, account_id: str, params: Mapping[str, str]) -> dict:
         log.warning("%s page of %s came out of order from %s; read again from %s", view, account_id, q.table,
                     q.spec.table)
         q.table = q.spec.table
-        result = ch.query(q.sql(select, extra, f"LIMIT {q.limit + 1}"), params_,
-                          settings=ch.supported(q.settings())).result_rows
+        result = read()
     rows = [{"id": r[0], **dict(zip(names, r[1:1 + len(names)]))} for r in result[:q.limit]]
     more = len(result) > q.limit
     last = list(result[q.limit - 1][1 + len(names):]) if more else None
