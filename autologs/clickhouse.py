@@ -11,11 +11,15 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence, TypeVar
 
 import clickhouse_connect
+import orjson
+from clickhouse_connect.driver.binding import quote_identifier
 from clickhouse_connect.driver.client import Client
 
 from autologs.config import Settings
 
 T = TypeVar("T")
+# ISO 8601 with a UTC offset, as orjson writes datetimes; `basic` would refuse the "T" and the offset.
+_JSON_INSERT_SETTINGS = {"date_time_input_format": "best_effort"}
 
 _client: Client | None = None
 _client_key: str | None = None
@@ -69,7 +73,6 @@ class ClickHouse:
         # Off the event loop. The client serves concurrent threads (measured on chdb: inserts and
         # queries side by side), so readers get their own pool and never wait behind a long insert.
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="clickhouse")
-        self._insert_contexts: dict[tuple, Any] = {}
         self._settings_known: dict[str, bool] = {}
 
     def sql(self, text: str) -> str:
@@ -95,28 +98,24 @@ class ClickHouse:
 
     def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str], *,
                column_oriented: bool = False) -> None:
-        """Insert rows (or, `column_oriented`, one sequence per column) through a reused insert context (one
-        per thread, table, column list and orientation).
+        """Insert rows (or, `column_oriented`, one sequence per column) as JSON written by orjson in one call.
 
-        Why: a fresh context asks the engine for the column types on every insert, and holds the rows in a
-        reference cycle (it keeps its own bound method), so they stayed alive until the next garbage
-        collection (measured: 266k row lists alive after 40 batches, a 0.24-0.57 s collection).
+        Why not clickhouse-connect's Native blocks: it builds them in Python, 2.1 µs per event-log row with
+        the GIL held, while the engine parses this JSON without it (0.58 µs per row in orjson). Measured with
+        inserts running beside Python work, as in the worker: that work ran at 0.58-0.61 of its speed beside
+        Native inserts and at 0.78-0.87 beside JSON ones, which also wrote 1.2-1.4x the rows per second.
+        Values are what orjson writes: str, int, float, bool, None, datetime and date (ISO 8601, read
+        with `best_effort`), lists.
         """
-        key = (threading.get_ident(), table, tuple(columns), column_oriented)
-        context = self._insert_contexts.get(key)
-        if context is None:
-            context = self.client.create_insert_context(table, column_names=list(columns), database=self.database,
-                                                        column_oriented=column_oriented)
-            self._insert_contexts[key] = context
-        try:
-            context.data = rows
-            self.client.insert(context=context)
-        except BaseException:
-            self._insert_contexts.pop(key, None)  # the table may have changed: ask for its types again
-            raise
-        finally:
-            context.data = None  # the rows are not kept (clickhouse-connect 1.12 keeps its block views: dropped too)
-            context._block_rows = context._block_columns = None
+        if not rows:
+            return
+        body = orjson.dumps(rows)
+        if column_oriented:
+            fmt = "JSONCompactColumns"  # [[column 1], [column 2], ...]: the body as orjson wrote it
+        else:
+            fmt, body = "JSONCompactEachRow", body[1:-1]  # rows separated by commas, without the outer array
+        self.client.raw_insert(f"{quote_identifier(self.database)}.{quote_identifier(table)}", list(columns), body,
+                               settings=_JSON_INSERT_SETTINGS, fmt=fmt)
 
     def ensure_database(self) -> None:
         self.command("CREATE DATABASE IF NOT EXISTS {db}")
