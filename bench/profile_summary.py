@@ -3,6 +3,8 @@
 python -m bench.profile_summary bench/results/profile_faust_worker.txt [--events N --seconds S]
 With N and S (events processed and seconds recorded) each stage is also given in µs/event.
 Categories are matched on the whole stack, first match wins (see STAGES).
+Each thread's share of all samples is printed too: for a profile recorded with `py-spy --gil`
+(`bench.run --profile gil`), which samples only the thread holding the GIL, that is its share of the GIL.
 """
 from __future__ import annotations
 
@@ -73,7 +75,7 @@ def summarise(path: str, events: int | None, seconds: float | None, rate: float 
                 # samples -> seconds of that thread's time: one sample every 1/rate s (py-spy --rate)
                 row["us_per_event"] = round(k / rate / events * 1e6, 2)
             rows.append(row)
-        out["threads"][t] = {"samples": tt, "stages": rows}
+        out["threads"][t] = {"samples": tt, "share_of_samples": round(tt / total, 4), "stages": rows}
     out["top_leaf_functions"] = [{"thread": t, "function": f, "samples": k}
                                  for (t, f), k in leaf_funcs.most_common(25)]
     return out
@@ -90,7 +92,7 @@ def main() -> None:
     s = summarise(a.path, a.events, a.seconds, a.rate)
     for t, d in s["threads"].items():
         busy = f", {d['samples'] / a.rate / a.events * 1e6:.1f} µs/event" if a.events else ""
-        print(f"\n{t}: {d['samples']} samples{busy}")
+        print(f"\n{t}: {d['samples']} samples ({d['share_of_samples']:.1%} of all){busy}")
         for r in d["stages"]:
             us = f"{r['us_per_event']:8.2f} µs/event" if "us_per_event" in r else ""
             print(f"  {r['share_of_thread'] * 100:5.1f}%  {us}  {r['stage']}")

@@ -1,6 +1,6 @@
 """The benchmarks: ingest (Faust worker vs a raw aiokafka loop vs quixstreams), freshness, replay, reads, CSV.
 
-    python -m bench.run [--smoke] [--events N] [--only faust,raw,quix,freshness,replay,reads,csv] [--profile]
+    python -m bench.run [--smoke] [--events N] [--only faust,raw,quix,freshness,replay,reads,csv] [--profile [gil]]
                         [--read-rows N1,N2] [--pages P] [--csv-rows R] [--freshness-rate R] [--freshness-seconds S]
                         [--variant NAME:MODULE[:K=V,K=V]] [--worker-env K=V] [--rounds R] [--tree REV|PATH]
                         [--out FILE]
@@ -76,8 +76,10 @@ def produce(prefix: str, n: int, data_dir: Path) -> dict:
     return {"events": sent, "seconds": round(took, 2)}
 
 
-async def measure(p: Proc, n: int, bootstrap: str, topic: str, timeout: float, profile_to: Path | None) -> dict:
-    """From the first row written until the group's committed lag is 0."""
+async def measure(p: Proc, n: int, bootstrap: str, topic: str, timeout: float, profile_to: Path | None,
+                  gil: bool = False) -> dict:
+    """From the first row written until the group's committed lag is 0. With `gil`, py-spy samples only the
+    thread that holds the GIL: each thread's share of those samples is its share of the GIL."""
     probe = LagProbe(bootstrap, p.group, topic)
     await probe.start()
     spy = None
@@ -88,9 +90,6 @@ async def measure(p: Proc, n: int, bootstrap: str, topic: str, timeout: float, p
                 raise RuntimeError(f"{p.name} exited:\n{p.log_tail()}")
             if time.monotonic() > ready_deadline:
                 raise RuntimeError(f"{p.name} wrote nothing in 180 s:\n{p.log_tail()}")
-            if profile_to is not None and spy is None and p.proc is not None and p.health_port is not None \
-                    and p.rows_written() == 0:
-                pass
             await asyncio.sleep(0.05)
         t0, r0 = time.monotonic(), p.rows_written()
         cpu0, busy0 = process_cpu_s(p.proc.pid) if p.proc else None, machine_busy_s()
@@ -98,7 +97,7 @@ async def measure(p: Proc, n: int, bootstrap: str, topic: str, timeout: float, p
         if profile_to is not None and p.proc is not None:
             spy = subprocess.Popen([_py_spy(), "record", "--pid", str(p.proc.pid),
                                     "--rate", "250", "--format", "raw", "--output", str(profile_to),
-                                    "--nonblocking", "--threads"],
+                                    "--nonblocking", "--threads", *(["--gil"] if gil else [])],
                                    stdout=subprocess.DEVNULL, stderr=open(p.data_dir / "py-spy.log", "ab"))
         deadline = t0 + timeout
         last_print = t0
@@ -168,12 +167,13 @@ def _py_spy() -> str:
     return found
 
 
-def run_consumer(p: Proc, n: int, bootstrap: str, topic: str, profile_to: Path | None = None) -> dict:
+def run_consumer(p: Proc, n: int, bootstrap: str, topic: str, profile_to: Path | None = None,
+                 gil: bool = False) -> dict:
     log(f"{p.name}: starting ({' '.join(p.cmd[-3:])}), group {p.group}")
     p.start()
     try:
         timeout = max(300.0, n / 1000)
-        result = asyncio.run(measure(p, n, bootstrap, topic, timeout, profile_to))
+        result = asyncio.run(measure(p, n, bootstrap, topic, timeout, profile_to, gil))
     finally:
         p.stop()
     count = count_rows(p.env)
@@ -288,8 +288,9 @@ def main(argv: list[str] | None = None) -> dict:
                     help="events/s of the freshness run (default: half the Faust worker's rate of this run, "
                          "else of results/latest.json)")
     ap.add_argument("--freshness-seconds", type=float, default=None, help="length of the paced run (default 45)")
-    ap.add_argument("--profile", action="store_true",
-                    help="attach py-spy to the Faust worker while timed (slows it: its rate is then not the headline)")
+    ap.add_argument("--profile", nargs="?", const="threads", choices=("threads", "gil"), default=None,
+                    help="attach py-spy to the Faust worker while timed (slows it: its rate is then not the headline); "
+                         "'gil' samples only the thread holding the GIL (results/profile_faust_worker_gil.txt)")
     ap.add_argument("--worker-env", action="append", default=[], metavar="K=V",
                     help="extra environment of every consumer (e.g. AUTOLOGS_SINK_MAX_ROWS=50000)")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME:MODULE[:K=V,K=V]",
@@ -362,6 +363,8 @@ def main(argv: list[str] | None = None) -> dict:
                     "raw": [sys.executable, "-m", "bench.raw_loop", "--group"],
                     "quix": [sys.executable, "-m", "bench.quix_app", "--group"]}
         trio = [name for name in INGEST if name in only]
+        gil = args.profile == "gil"
+        gil_suffix = "_gil" if gil else ""
         rounds = args.rounds if args.rounds is not None else (1 if args.smoke or args.profile else 2)
         for r in range(1, rounds + 1):
             # Every other round in reverse order: the machine drifts (disk, caches), and no consumer is
@@ -379,8 +382,8 @@ def main(argv: list[str] | None = None) -> dict:
                 p = Proc(label, cmd, env, d, group, port if name == "faust" else None)
                 procs.append(p)
                 try:
-                    got = run_consumer(p, n, bootstrap, topic, RESULTS / "profile_faust_worker.txt"
-                                       if args.profile and name == "faust" and r == 1 else None)
+                    got = run_consumer(p, n, bootstrap, topic, RESULTS / f"profile_faust_worker{gil_suffix}.txt"
+                                       if args.profile and name == "faust" and r == 1 else None, gil)
                 except Exception as exc:
                     if name == "faust":
                         raise
@@ -406,7 +409,8 @@ def main(argv: list[str] | None = None) -> dict:
             procs.append(p)
             try:
                 results[name] = run_consumer(p, n, bootstrap, topic,
-                                             RESULTS / f"profile_{name}.txt" if args.profile else None)
+                                             RESULTS / f"profile_{name}{gil_suffix}.txt" if args.profile else None,
+                                             gil)
                 results[name].update(module=module, env=more)
             except Exception as exc:
                 log(f"{name} failed: {exc}")

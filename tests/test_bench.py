@@ -58,3 +58,20 @@ def test_the_runs_table_shows_cpu_per_event_and_cores():
         "raw": {"events_per_s": 25_000.0, "seconds": 8.0, "count_final": 1000}}})
     assert "| faust | 20,000 (rounds: 20,000; 18,500) | 1.00× | 10.0 | 48 | 0.97 / 1.20 of 2 | 0.70 / 0.10 / 0.17 | 1,000 |" in table
     assert "| raw | 25,000 | 1.25× | 8.0 | – | – | – | 1,000 |" in table
+
+
+def test_profile_summary_gives_each_threads_share_of_the_samples(tmp_path):
+    """With `py-spy --gil` a thread's share of the samples is its share of the GIL (bench.run --profile gil)."""
+    from bench.profile_summary import summarise
+
+    raw = tmp_path / "gil.txt"
+    raw.write_text(
+        "thread (1): MainThread;run (asyncio/base_events.py:1);validate_batch (processors/validate.py:64) 6\n"
+        "thread (1): MainThread;run (asyncio/base_events.py:1);apply_event (processors/scenarios.py:9) 2\n"
+        "thread (7): clickhouse_0;_worker (concurrent/futures/thread.py:1);insert (autologs/clickhouse.py:112) 1\n"
+        "thread (9): gc-collector;collect_once (autologs/gcpolicy.py:38) 1\n")
+    threads = summarise(str(raw), events=None, seconds=None)["threads"]
+    assert {t: d["share_of_samples"] for t, d in threads.items()} == {
+        "event loop thread (MainThread)": 0.8, "ClickHouse thread": 0.1, "gc-collector": 0.1}
+    main = {r["stage"]: r["samples"] for r in threads["event loop thread (MainThread)"]["stages"]}
+    assert main["pydantic validation (validate_json + field validators)"] == 6
