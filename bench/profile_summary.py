@@ -49,7 +49,7 @@ def summarise(path: str, events: int | None, seconds: float | None, rate: float 
         thread = frames[0] if frames and frames[0].startswith(("thread", "process")) else "?"
         if frames and frames[0].startswith("process"):
             thread = frames[1] if len(frames) > 1 and frames[1].startswith("thread") else thread
-        first = frames[0] if frames else ""
+        first = thread if thread != "?" else (frames[0] if frames else "")  # `--subprocesses`: the thread frame
         name = ("event loop thread (MainThread)" if "MainThread" in first else
                 "ClickHouse thread" if ("clickhouse" in first or any("concurrent/futures/thread.py" in f for f in frames))
                 else first.split(": ", 1)[-1] or "other thread")

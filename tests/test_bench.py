@@ -75,3 +75,15 @@ def test_profile_summary_gives_each_threads_share_of_the_samples(tmp_path):
         "event loop thread (MainThread)": 0.8, "ClickHouse thread": 0.1, "gc-collector": 0.1}
     main = {r["stage"]: r["samples"] for r in threads["event loop thread (MainThread)"]["stages"]}
     assert main["pydantic validation (validate_json + field validators)"] == 6
+
+
+def test_profile_summary_names_threads_under_a_process_frame(tmp_path):
+    """py-spy `--subprocesses` puts a process frame before the thread's: the thread still names the row."""
+    from bench.profile_summary import summarise
+
+    raw = tmp_path / "sub.txt"
+    raw.write_text(
+        "process 41 \"python -m autologs worker\";thread (1): MainThread;validate_batch (processors/validate.py:64) 3\n"
+        "process 41 \"python -m autologs worker\";thread (9): gc-collector;collect_once (autologs/gcpolicy.py:38) 1\n")
+    threads = summarise(str(raw), events=None, seconds=None)["threads"]
+    assert {t: d["samples"] for t, d in threads.items()} == {"event loop thread (MainThread)": 3, "gc-collector": 1}
