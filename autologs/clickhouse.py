@@ -6,6 +6,7 @@ singleton; its queries release the GIL, so async callers run them in a thread (`
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence, TypeVar
@@ -28,6 +29,28 @@ _lock = threading.Lock()
 
 class ClickHouseUnavailable(RuntimeError):
     pass
+
+
+READ_STATEMENTS = ("SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS")
+_LEADING = re.compile(r"\A(?:\s+|--[^\n]*(?:\n|\Z)|/\*.*?\*/|\()*", re.S)
+_OUTFILE = re.compile(r"\bINTO\s+OUTFILE\b", re.I)
+
+
+def refuse_unless_read(query: str) -> str | None:
+    """Why an analyst's query is refused, or None when it only reads.
+
+    Checked before the engine sees it, not left to `readonly`: embedded chdb has one session per process,
+    and a write refused under `readonly` leaves that session read-only, so every insert of the worker
+    failed after it (found in review; tests/test_api.py holds the worker writing after a refused DROP).
+    """
+    head = _LEADING.sub("", query, count=1)
+    word = re.match(r"[A-Za-z]+", head)
+    if word is None or word.group(0).upper() not in READ_STATEMENTS:
+        return (f"only read statements run here ({', '.join(READ_STATEMENTS)}); "
+                f"this one starts with {(word.group(0) if word else head[:20])!r}")
+    if _OUTFILE.search(query):
+        return "INTO OUTFILE would write a file on the worker's machine: use `autologs export` or --format json"
+    return None
 
 
 def dsn_for(settings: Settings) -> str:

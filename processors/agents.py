@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from typing import AsyncIterator
 
 from autologs import gcpolicy
@@ -42,8 +43,16 @@ def pipeline() -> Pipeline:
 
 
 def pipeline_stats() -> dict:
+    """The worker's figures for /health; `status` is "failing" while an insert is being retried."""
     p = pipeline()
-    return {**p.stats.__dict__, "held": len(p.held), "rows_written": p.event_sink.stats.rows_written,
+    sinks = (p.event_sink, p.scenario_sink, p.enrollment_sink)
+    failing = [s for s in sinks if s.stats.failing_since]
+    status = "ok"
+    if failing:
+        since = min(s.stats.failing_since for s in failing)
+        status = (f"failing: inserts into {', '.join(s.table for s in failing)} have failed for "
+                  f"{time.monotonic() - since:.0f} s and are retried (consumption waits): {failing[0].stats.last_error}")
+    return {"status": status, **p.stats.__dict__, "held": len(p.held), "rows_written": p.event_sink.stats.rows_written,
             "sink_failures": sum(s.stats.failures for s in (p.event_sink, p.scenario_sink, p.enrollment_sink)),
             "sink_last_error": p.event_sink.stats.last_error or p.scenario_sink.stats.last_error,
             "gc": gcpolicy.stats.__dict__}

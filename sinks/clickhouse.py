@@ -25,6 +25,7 @@ class SinkStats:
     failures: int = 0
     last_error: str = ""
     insert_seconds: float = 0.0
+    failing_since: float = 0.0  # time.monotonic() of the first failure of the write now retrying; 0: none
 
 
 @dataclass
@@ -47,6 +48,7 @@ class ClickHouseSink:
                 await self.ch.run(self.ch.insert, self.table, rows, self.columns)
             except Exception as exc:  # ClickHouse down, disk full, read-only, ...: all worth a retry
                 self.stats.failures += 1
+                self.stats.failing_since = self.stats.failing_since or time.monotonic()
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"[:500]
                 log.warning("insert of %d rows into %s failed (%s); retrying in %.2fs", len(rows), self.table,
                             self.stats.last_error, delay)
@@ -56,6 +58,7 @@ class ClickHouseSink:
             self.stats.insert_seconds += time.perf_counter() - started
             self.stats.inserts += 1
             self.stats.rows_written += len(rows)
+            self.stats.failing_since = 0.0
             if self.stats.failures and delay > self.retry_first_s:
                 log.warning("insert into %s succeeded again after retries", self.table)
             return

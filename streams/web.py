@@ -9,7 +9,7 @@ from faust.web import Request, Response, View
 
 from api.routes import ApiContext, make_routes
 from autologs.admin import HEADER, admin_key_matches
-from autologs.clickhouse import ClickHouse
+from autologs.clickhouse import ClickHouse, refuse_unless_read
 from autologs.keys import KeyRing, create_key
 from streams.app import app, settings
 
@@ -21,7 +21,7 @@ class Health(View):
     async def get(self, request: Request) -> Response:
         from processors.agents import pipeline_stats
 
-        return self.json({"status": "ok", **pipeline_stats()})
+        return self.json(pipeline_stats())  # "status": "ok", or "failing: ..." while inserts are retried
 
 
 @app.page("/admin/sql")
@@ -38,6 +38,9 @@ class AdminSql(View):
         params = body.get("parameters") if isinstance(body, dict) else None
         if not isinstance(query, str) or not query.strip() or not isinstance(params, (dict, type(None))):
             return self.json({"error": "give {\"query\": \"SELECT ...\", \"parameters\": {...}}"}, status=400)
+        refused = refuse_unless_read(query)
+        if refused:
+            return self.json({"error": refused}, status=400)
         ch = pipeline().ch
         try:
             result = await ch.run(lambda: ch.query(query, params, settings={"readonly": 2}))

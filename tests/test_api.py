@@ -154,6 +154,34 @@ def test_cli_reads_and_exports_through_the_worker(running, tmp_path):
     assert out.returncode == 1 and "bogus" in out.stderr
 
 
+def test_a_refused_write_leaves_the_worker_writing(running, settings):
+    """chdb has one session per process: a write refused under `readonly` used to leave it read-only, and
+    every insert of the worker failed after it. Writes are refused before the engine sees them."""
+    import asyncio
+
+    worker, _ = running
+    for query in ("DROP TABLE {db}.api_keys", "INSERT INTO {db}.event_log (event_id) VALUES ('x')",
+                  "SELECT 1 INTO OUTFILE '/tmp/autologs-outfile.csv'"):
+        out = run_cli(worker.env, "sql", query)
+        assert out.returncode == 1 and ("only read statements" in out.stderr or "OUTFILE" in out.stderr), out.stderr
+    out = run_cli(worker.env, "sql", "--format", "json", "/* a comment */ (SELECT count() AS n FROM {db}.api_keys)")
+    assert out.returncode == 0 and orjson.loads(out.stdout)["n"] >= 2, out.stderr
+    prefix = worker.env["AUTOLOGS_TOPIC_PREFIX"]
+    names = Topics(prefix)
+    late = example("page", 9001, account="acct-other", email="late@example.com")
+
+    async def feed():
+        await publish(settings, names.events, [keyed(late)])
+        await wait_drained(settings.kafka_bootstrap, names.app_id, names.events)
+
+    asyncio.run(feed())
+    health = worker.health()
+    assert health["status"] == "ok" and health["sink_failures"] == 0, health
+    out = run_cli(worker.env, "sql", "--format", "json",
+                  f"SELECT count() AS n FROM {{db}}.event_log FINAL WHERE event_id = '{late['event_id']}'")
+    assert out.returncode == 0 and orjson.loads(out.stdout)["n"] == 1, out.stderr
+
+
 def test_openapi_document_lists_every_endpoint(running):
     worker, _ = running
     status, body, _ = call(worker, "openapi.json")

@@ -187,11 +187,13 @@ async def test_clickhouse_unavailable_then_back_loses_and_duplicates_nothing(set
         await publish(settings, names.events, second)
         down = worker.wait_until(lambda h: h["sink_failures"] >= 3, 120, "inserts failing")
         assert down["rows_written"] == total // 2, "nothing may be written while ClickHouse is down"
+        assert down["status"].startswith("failing: inserts into event_log"), down["status"]
         assert await group_lag(settings.kafka_bootstrap, names.app_id, [names.events]) > 0, \
             "offsets of unwritten events must not be committed"
     finally:
         _immutable(chdb_dir, False)
-    worker.wait_until(lambda h: h["rows_written"] >= total, 120, "the backlog written after recovery")
+    back = worker.wait_until(lambda h: h["rows_written"] >= total, 120, "the backlog written after recovery")
+    assert back["status"] == "ok"
     await wait_drained(settings.kafka_bootstrap, names.app_id, names.events)
     worker.stop()
     [stats] = worker.sql("SELECT count() AS visible, uniqExact(event_id) AS ids FROM {db}.event_log FINAL")
