@@ -117,6 +117,9 @@ class Replay:
     async def run(self, resume: bool = False) -> ReplayReport:
         started = time.monotonic()
         resumed = resume and self._load_checkpoint()
+        if resume and not resumed:  # not a fresh replay in its place: that one would swap the live tables
+            raise ReplayRefused(f"--resume: there is no checkpoint at {self.checkpoint} (no replay was interrupted "
+                                "with this data dir). Run `autologs replay` without --resume to start a new one.")
         if not self.in_place and not resumed:
             self._prepare_shadow()
         self._set_phase("replaying")

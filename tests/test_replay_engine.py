@@ -92,6 +92,22 @@ async def test_a_crashed_replay_resumes_to_the_same_tables(settings, scratch, mo
     assert left == []  # every shadow table was swapped in
 
 
+async def test_resume_without_a_checkpoint_is_refused_and_changes_nothing(settings, scratch, tmp_path):
+    names, db = scratch
+    await _publish_story(settings, names)
+    s = db.settings.model_copy(update={"data_dir": tmp_path})
+    plan = await plan_replay(s.kafka_bootstrap, names.sources(), None, None)
+    await Replay(s, db, plan).run()
+    before = tables(db)
+    db.command("TRUNCATE TABLE {db}.event_log")  # a live log that a fresh replay would rebuild
+    with pytest.raises(ReplayRefused, match="no checkpoint"):
+        await Replay(s, db, plan).run(resume=True)
+    assert db.rows("SELECT count() FROM {db}.event_log")[0][0] == 0 and before["event_log"]
+    left = db.rows("SELECT name FROM system.tables WHERE database = {d:String} AND name LIKE '%\\_\\_replay'",
+                   {"d": db.database})
+    assert left == []  # no shadow table was even created
+
+
 async def test_replay_refuses_what_retention_deleted(settings, scratch):
     names, _ = scratch
     await _publish_story(settings, names)
