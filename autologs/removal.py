@@ -6,7 +6,7 @@ command on the commands topic, keyed like its events, so the worker applies it i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Awaitable, Callable
 
 import orjson
@@ -14,6 +14,9 @@ import orjson
 from autologs.config import Settings
 from schemas.commands import MAX_CONTACTS_PER_REMOVAL, RemoveContact, new_request_id
 from schemas.events import normalize_email, partition_key
+
+
+MAX_AHEAD = timedelta(seconds=60)  # clock skew between the operator's machine and the platform
 
 
 class RemovalRefused(ValueError):
@@ -79,12 +82,20 @@ async def remove_contacts(settings: Settings, account: str, scenario: str, given
     from streams.topics import ensure_topics, topics
 
     emails, ids = parse_contacts(given)
+    now = datetime.now(timezone.utc)
+    if at is not None:
+        at = at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at
+        if at > now + MAX_AHEAD:
+            # It would be applied in event-time order: the contact would stay "removed" until then, whatever
+            # its scenario does meanwhile (a restart included).
+            raise RemovalRefused(f"the removal time {at.isoformat()} is in the future; give now (the default) or "
+                                 "an earlier time. Nothing was removed.")
     if lookup is None:
         lookup = _read_query_lookup(settings)
     rows = await lookup(LOOKUP, {"account": account, "scenario": scenario, "emails": emails, "ids": ids})
     found, missing = plan(given, rows)
     request_id = new_request_id()
-    at = at or datetime.now(timezone.utc)
+    at = at or now
     messages = []
     for c in found:
         command = RemoveContact(request_id=request_id, account_id=account, scenario_id=scenario, email=c["email"],

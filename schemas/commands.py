@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
-from schemas.events import Id, UInt64, normalize_email
+from schemas.events import MAX_FUTURE, Id, UInt64, normalize_email
 
 MAX_CONTACTS_PER_REMOVAL = 50
 
@@ -35,6 +35,8 @@ class RemoveContact(BaseModel):
     @classmethod
     def _utc(cls, v: datetime) -> datetime:
         v = v.replace(tzinfo=timezone.utc) if v.tzinfo is None else v.astimezone(timezone.utc)
+        if v > datetime.now(timezone.utc) + MAX_FUTURE:  # as for events: it would hold the contact until then
+            raise ValueError("requested_at is more than 24 hours in the future")
         return v.replace(microsecond=v.microsecond // 1000 * 1000)
 
     @model_validator(mode="after")

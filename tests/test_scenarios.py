@@ -149,6 +149,10 @@ async def test_removal_of_51_contacts_is_refused_whole(make_story):
               story.CAT, *[f"c{n}@example.com" for n in range(50)])
     assert out.returncode == 2
     assert "51 contacts given; at most 50 per request" in out.stderr and "Nothing was removed" in out.stderr
+    # A future time would keep the contact "removed" until then, whatever its scenario does meanwhile.
+    out = run_cli(worker.env, "contacts", "remove", "--account", story.ACCOUNT, "--scenario", "sc-cart",
+                  "--at", "2099-01-01T00:00:00Z", story.CAT)
+    assert out.returncode == 2 and "is in the future" in out.stderr and "Nothing was removed" in out.stderr
     await s.drained()
     [cat] = live_sql(worker, "SELECT status FROM {db}.enrollment_state FINAL WHERE email = 'cat@example.com'")
     assert cat == {"status": "active"}

@@ -140,6 +140,18 @@ def test_the_future_limit_follows_the_clock():
     assert "future" in rejected(example("track", occurred_at=_FUTURE))
 
 
+def test_a_removal_command_more_than_a_day_ahead_is_refused():
+    from pydantic import ValidationError
+
+    from schemas.commands import COMMAND_ADAPTER
+
+    command = {"request_id": "r1", "account_id": "a1", "scenario_id": "s1", "email": "ann@example.com"}
+    soon = datetime.now(timezone.utc) + timedelta(hours=23)
+    assert COMMAND_ADAPTER.validate_python(command | {"requested_at": soon}).requested_at <= soon
+    with pytest.raises(ValidationError, match="more than 24 hours in the future"):
+        COMMAND_ADAPTER.validate_python(command | {"requested_at": "2099-01-01T00:00:00Z"})
+
+
 def test_naive_occurred_at_is_taken_as_utc():
     event = valid(example("track", occurred_at="2024-05-01T12:34:56.5"))
     assert event["occurred_at"] == datetime(2024, 5, 1, 12, 34, 56, 500000, tzinfo=timezone.utc)
