@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 
 import click
@@ -296,32 +297,46 @@ def logs(view, account, date_from, date_to, tz, lang, filters, limit, cursor) ->
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), required=True,
               help="CSV file to write.")
 def export(view, account, date_from, date_to, tz, lang, filters, output) -> None:
-    """Write a CSV dump of a view for a date range (streamed: memory stays flat whatever the range)."""
+    """Write a CSV dump of a view for a date range (streamed: memory stays flat whatever the range).
+
+    The dump is written next to OUTPUT and renamed to it once complete: a refused or failed export leaves
+    an existing OUTPUT as it was, and never a partial file under its name.
+    """
+    import os
     import time as clock
 
     settings = get_settings()
     params = _read_params(account, date_from, date_to, tz, lang, filters)
-    started, written = clock.monotonic(), 0
+    started, rows = clock.monotonic(), 0
+    partial = f"{output}.part"
     try:
-        with open(output, "wb") as out, click.progressbar(length=0, label=f"exporting {view}",
-                                                           file=sys.stderr, show_pos=True) as bar:
+        with open(partial, "wb") as out, click.progressbar(length=0, label=f"exporting {view}",
+                                                            file=sys.stderr, show_pos=True) as bar:
             if _worker_holds_data(settings):
                 from autologs.processes import worker_api
+                from query.csv_export import RecordCounter
 
+                records = RecordCounter()
                 with worker_api(settings, f"{view}.csv", params, timeout=3600) as r:
                     while chunk := r.read(1 << 20):
                         out.write(chunk)
-                        written += chunk.count(b"\n")
-                        bar.update(chunk.count(b"\n"))
+                        n = records.feed(chunk)
+                        rows += n
+                        bar.update(n)
+                rows = max(rows - 1, 0)  # the header
             else:
                 from autologs.clickhouse import ClickHouse
                 from query.csv_export import export_csv
 
                 params.pop("account")
-                written = export_csv(ClickHouse(settings), view, account, params, out, progress=bar.update)
+                rows = export_csv(ClickHouse(settings), view, account, params, out, progress=bar.update)
+        os.replace(partial, output)
     except Exception as exc:
         _fail(str(exc))
-    click.echo(f"wrote {output}: {max(written - 1, 0)} row(s) in {clock.monotonic() - started:.1f}s")
+    finally:  # refused, failed or interrupted: no partial file is left
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(partial)
+    click.echo(f"wrote {output}: {rows} row(s) in {clock.monotonic() - started:.1f}s")
 
 
 @cli.group()

@@ -11,10 +11,19 @@ from autologs import broker
 from autologs.config import Settings
 from autologs.processes import start_worker, worker_api, worker_health, worker_query
 from autologs.removal import remove_contacts
+from query.csv_export import count_records
 from schemas.messages import render
 from streams.simulate import SimulationSpec, run_simulation
 from streams.topics import ensure_topics, group_lag, topics
 
+
+
+# What the demo prints of each page (a terminal is narrow); `autologs logs` prints every column.
+DEMO_COLUMNS = {
+    "events": ("date", "type", "name", "email", "ip", "event_name", "scenario"),
+    "scenarios": ("date", "user_email", "scenario_name", "step_id", "workflow_points", "message"),
+    "contacts": ("email", "contact_id", "scenario", "step", "status", "entered_at"),
+}
 
 def _table(columns: list[str], rows: list[list], width: int = 28) -> str:
     def cell(v) -> str:
@@ -141,8 +150,10 @@ def run_demo(settings: Settings, contacts: int, seed: int) -> None:
     for view in ("events", "scenarios", "contacts"):
         with worker_api(settings, view, {"account": account, "limit": "5", "lang": "fr", "from": "2000-01-01"}) as r:
             page = orjson.loads(r.read())
-        columns = [c for c in page["columns"] if c != "id"][:7]
-        click.echo(f"  autologs logs {view} --account {account} --lang fr --limit 5")
+        shown = [c for c in page["columns"] if c != "id"]
+        columns = [c for c in shown if c in DEMO_COLUMNS[view]]
+        click.echo(f"  autologs logs {view} --account {account} --from 2000-01-01 --lang fr --limit 5"
+                   f"   ({len(columns)} of its {len(shown)} columns)")
         click.echo(_table(columns, [[row.get(c) for c in columns] for row in page["rows"]], width=32))
         target = settings.data_dir.resolve() / f"demo-{view}.csv"
         with worker_api(settings, f"{view}.csv", {"account": account, "lang": "fr", "from": "2000-01-01"}) as r, \
@@ -150,7 +161,7 @@ def run_demo(settings: Settings, contacts: int, seed: int) -> None:
             while chunk := r.read(1 << 20):
                 out.write(chunk)
         with open(target, "rb") as fh:
-            rows = sum(1 for _ in fh) - 1
+            rows = count_records(fh.read()) - 1  # a cell may hold a line break: not a line count
         click.echo(f"  CSV dump: {target} ({rows} rows)\n")
     key = _api_key(settings, account)
     click.echo(f"  API key for {account} (shown once): {key}")

@@ -174,6 +174,31 @@ def _count_any(data: bytes) -> int:
     return n
 
 
+class RecordCounter:
+    """count_records over a stream cut anywhere (an HTTP body read in pieces): a line end ends a record when
+    an even number of quotes came before it (a doubled quote inside a cell toggles twice), and that parity
+    is carried from one piece to the next."""
+
+    def __init__(self) -> None:
+        self.inside = False
+
+    def feed(self, data: bytes) -> int:
+        marks = data.translate(None, _NOT_MARKS)
+        if b'"' not in marks:
+            return 0 if self.inside else len(marks)
+        *lines, rest = marks.split(b"\n")
+        n, inside = 0, self.inside
+        for line in lines:
+            if line.count(b'"') & 1:
+                inside = not inside
+            if not inside:
+                n += 1
+        if rest.count(b'"') & 1:
+            inside = not inside
+        self.inside = inside
+        return n
+
+
 def export_csv(ch, view: str, account_id: str, params: Mapping[str, str], out: BinaryIO,
                progress: Callable[[int], None] | None = None) -> int:
     """Write the dump to `out`; returns the rows written. `progress` gets the rows as they are written.

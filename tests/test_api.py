@@ -155,6 +155,16 @@ def test_cli_reads_and_exports_through_the_worker(running, tmp_path):
     assert len(lines) == 1 + len(story.EXPECTED_SCENARIO_LOG) - 3  # phase one only: no removal, no Bob email
     out = run_cli(worker.env, "logs", "events", "--account", "acct-story", "-f", "bogus=1")
     assert out.returncode == 1 and "bogus" in out.stderr
+    out = run_cli(worker.env, "export", "events", "--account", "acct-story", "--from", "2026-11-19", "--to",
+                  "2026-11-21", "-o", str(target))
+    assert out.returncode == 0, out.stderr
+    records = list(csv.reader(target.open(encoding="utf-8", newline="")))
+    assert f"{len(records) - 1} row(s)" in out.stdout and len(records) > 2  # counted as records, not lines
+    before = target.read_bytes()
+    out = run_cli(worker.env, "export", "events", "--account", "acct-story", "--from", "2026-11-21", "--to",
+                  "2026-11-19", "-o", str(target))
+    assert out.returncode == 1 and target.read_bytes() == before  # a refused export leaves the file as it was
+    assert not (tmp_path / "scenarios.csv.part").exists()
 
 
 def test_a_refused_write_leaves_the_worker_writing(running, settings):

@@ -461,6 +461,14 @@ def test_csv_cells_are_quoted_and_protected_against_formulas(db):
     records = data.split(b"\r\n", 1)[1]  # without the header: every record starts with its date
     assert csv_export.count_records(records, dated=True) == csv_export.count_records(records) == len(names)
     assert csv_export.count_records(b"", dated=True) == 0
+    # the CLI counts a dump read from the worker in pieces cut anywhere: inside a quoted cell, between the
+    # two quotes of a doubled one, right after a line end
+    whole = csv_export.count_records(data)
+    for cut in range(len(data) + 1):
+        counter = csv_export.RecordCounter()
+        assert counter.feed(data[:cut]) + counter.feed(data[cut:]) == whole, cut
+    counter = csv_export.RecordCounter()
+    assert sum(counter.feed(data[i:i + 7]) for i in range(0, len(data), 7)) == whole
     assert escape_cell("\tx") == "'\tx" and escape_cell("\rx") == "'\rx" and escape_cell("a=b") == "a=b"
 
 
