@@ -25,6 +25,13 @@ class Validated:
     invalid: list[tuple[RawMessage, str]]
 
 
+# What a pattern allows, in words (schemas/events.py holds the patterns).
+PATTERN_HINTS = {
+    "event_name": "1 to 255 letters, digits, '_' or '-'",
+    "account_id": "letters, digits, '_', '.' or '-'",
+}
+
+
 def explain(exc: ValidationError) -> str:
     """One line a person can act on: which field, what is wrong."""
     parts = []
@@ -46,6 +53,11 @@ def explain(exc: ValidationError) -> str:
             parts.append("missing field 'type'")
         elif err["type"] == "missing":
             parts.append(f"{loc}: required field missing")
+        elif err["type"] == "extra_forbidden":
+            kind = f"a {err['loc'][0]!r} event" if err["loc"] and err["loc"][0] in EVENT_MODELS else "this message"
+            parts.append(f"{loc}: not a field of {kind} (custom data goes in 'properties')")
+        elif err["type"] == "string_pattern_mismatch" and path and path[-1] in PATTERN_HINTS:
+            parts.append(f"{loc}: {PATTERN_HINTS[path[-1]]}, not {str(err.get('input'))[:80]!r}")
         else:
             parts.append(f"{loc}: {msg}" if path else msg)
     more = len(exc.errors()) - 5
