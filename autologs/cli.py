@@ -352,16 +352,9 @@ def keys_create(account: str, label: str) -> None:
     settings = get_settings()
     try:
         if _worker_holds_data(settings):
-            import json
-            import urllib.request
+            from autologs.processes import worker_post
 
-            from autologs.admin import HEADER, read_admin_key
-
-            req = urllib.request.Request(f"http://127.0.0.1:{settings.web_port}/admin/keys", method="POST",
-                                         data=json.dumps({"account": account, "label": label}).encode(),
-                                         headers={HEADER: read_admin_key(settings) or ""})
-            with urllib.request.urlopen(req, timeout=30) as r:
-                key = json.loads(r.read())["key"]
+            key = worker_post(settings, "/admin/keys", {"account": account, "label": label}, timeout=30)["key"]
         else:
             from autologs import migrate as m
             from autologs.clickhouse import ClickHouse
@@ -618,7 +611,7 @@ def demo(contacts: int, seed: int) -> None:
     try:
         run_demo(get_settings(), contacts, seed)
     except (RuntimeError, OSError) as exc:
-        _fail(f"{exc}. `make stop` stops what the demo started.")
+        _fail(f"{str(exc).rstrip('.')}. `make stop` stops what the demo started.")
 
 
 @cli.command()

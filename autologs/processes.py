@@ -74,22 +74,28 @@ def stop_worker(settings: Settings, timeout_s: float = 60.0) -> bool:
     return True
 
 
-def worker_query(settings: Settings, query: str, parameters: dict | None = None,
-                 timeout: float = 60.0) -> tuple[list[str], list[list]]:
-    """Run a read-only query through the running worker (which holds the embedded ClickHouse)."""
+def worker_post(settings: Settings, path: str, body: dict, timeout: float = 60.0) -> dict:
+    """POST JSON to one of the running worker's /admin pages with the local admin key; its refusal is raised
+    as a RuntimeError carrying the worker's reason."""
     from autologs.admin import HEADER, read_admin_key
 
     key = read_admin_key(settings)
     if key is None:
         raise RuntimeError(f"no admin key in {settings.data_dir}; is the worker running with this data dir?")
-    req = urllib.request.Request(f"http://127.0.0.1:{settings.web_port}/admin/sql", method="POST",
-                                 data=json.dumps({"query": query, "parameters": parameters}, default=str).encode(),
+    req = urllib.request.Request(f"http://127.0.0.1:{settings.web_port}{path}", method="POST",
+                                 data=json.dumps(body, default=str).encode(),
                                  headers={HEADER: key, "Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
-            body = json.loads(r.read())
+            return json.loads(r.read())
     except urllib.error.HTTPError as exc:
         raise RuntimeError(json.loads(exc.read() or b"{}").get("error", str(exc))) from None
+
+
+def worker_query(settings: Settings, query: str, parameters: dict | None = None,
+                 timeout: float = 60.0) -> tuple[list[str], list[list]]:
+    """Run a read-only query through the running worker (which holds the embedded ClickHouse)."""
+    body = worker_post(settings, "/admin/sql", {"query": query, "parameters": parameters}, timeout)
     return body["columns"], body["rows"]
 
 

@@ -72,7 +72,7 @@ def csv_chunks(ch, view: str, account_id: str, params: Mapping[str, str], *, str
     `stream`: each chunk's CSV comes as the engine formats it, in pieces of up to STREAM_READ bytes split
     anywhere (not on record ends), so memory does not grow with `chunk_rows` — for a reader that writes the
     pieces away at once (export_csv): the engine is held until the chunk is read to its end."""
-    q = parse(view, account_id, {k: v for k, v in params.items() if k not in ("limit", "cursor")}, paging=False)
+    q = parse(view, account_id, params, paging=False)  # a limit or a cursor is refused: a dump is every row
     columns = q.columns()
     header = io.StringIO()
     csv.writer(header, lineterminator="\r\n").writerow([name for name, _ in columns])

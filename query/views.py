@@ -382,6 +382,9 @@ def parse(view: str, account_id: str, params: Mapping[str, str], *, paging: bool
             raise QueryError(f"{name}: give one text value")
         if raw.strip():
             values[name] = raw.strip()
+    if not paging and ({"limit", "cursor"} & set(values)):
+        raise QueryError(f"{'limit' if 'limit' in values else 'cursor'}: a dump has every row of the range, not "
+                         "a page; leave it out (narrow the rows with from, to and the filters)")
     unknown = sorted(set(values) - set(COMMON) - set(spec.filters))
     if unknown:
         close = difflib.get_close_matches(unknown[0], [*spec.filters, *COMMON], n=1)

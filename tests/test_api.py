@@ -165,6 +165,8 @@ def test_cli_reads_and_exports_through_the_worker(running, tmp_path):
                   "2026-11-19", "-o", str(target))
     assert out.returncode == 1 and target.read_bytes() == before  # a refused export leaves the file as it was
     assert not (tmp_path / "scenarios.csv.part").exists()
+    out = run_cli(worker.env, "keys", "create", "--account", "bad account")
+    assert out.returncode == 1 and "account ids are 1-64 letters" in out.stderr, out.stderr  # the worker's reason
 
 
 def test_a_refused_write_leaves_the_worker_writing(running, settings):

@@ -376,7 +376,7 @@ def test_a_csv_dump_equals_the_view(db, monkeypatch, view, account, params, chun
     page = views.page(db, view, account, params | {"limit": "1000"})
     out = io.BytesIO()
     progress = []
-    written = export_csv(db, view, account, params | {"limit": "2", "cursor": "ignored"}, out, progress.append)
+    written = export_csv(db, view, account, params, out, progress.append)
     table = _read_csv(out.getvalue())
     header, data = table[0], table[1:]
     assert header == [c for c in page["columns"] if c != "id"]
@@ -476,6 +476,9 @@ def test_csv_checks_parameters_at_the_first_chunk_and_an_empty_account_gets_a_he
     chunks = csv_chunks(db, "events", A, {"emial": "x"})
     with pytest.raises(QueryError, match="emial"):
         next(chunks)
+    for paging in ({"limit": "2"}, {"cursor": "abc"}):  # a page's parameters: a dump is every row of the range
+        with pytest.raises(QueryError, match="a dump has every row"):
+            next(csv_chunks(db, "events", A, RANGE | paging))
     assert _read_csv(b"".join(csv_chunks(db, "events", "acct-nobody", {}))) == [list(views.COLUMNS["events"][1:])]
 
 
