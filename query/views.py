@@ -177,7 +177,7 @@ SPECS: dict[str, View] = {
         (("date", _date("occurred_at")), ("user_email", "email"), ("scenario_name", "scenario_name"),
          ("step_id", "step_id"), ("start_id", "start_id"),
          ("workflow_points", _translated("workflow_point", WORKFLOW_POINTS)), ("type", "toString(type)"),
-         ("message", lambda lang: sql_render_expression("message_code", "message_params", lang))),
+         ("message", lambda lang: sql_render_expression("message_code", "message_params", lang, "tz"))),
         {"email": _email("email"), "contact_id": _eq("contact_id", _uint64, "UInt64"), "scenario": _eq("scenario_id"),
          "step": _eq("step_id"), "type": _eq("type", _choice(*EVENT_TYPES)),
          "workflow_point": _eq("workflow_point", _choice(*WORKFLOW_POINTS))},
@@ -521,5 +521,5 @@ def detail(ch, view: str, account_id: str, row_id: str, *, tz: str = "UTC", lang
             value = orjson.loads(value) if value else None
         row[name] = value
     if view == "scenarios":
-        row["message"] = render(row["message_code"], row["message_params"], lang)
+        row["message"] = render(row["message_code"], row["message_params"], lang, zone.key)
     return row

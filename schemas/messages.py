@@ -4,7 +4,10 @@ Storing codes keeps the log language-neutral and lets a wording change apply to 
 """
 from __future__ import annotations
 
+import re
+from datetime import datetime, timezone
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 
@@ -59,8 +62,29 @@ class _Blank(dict):
         return "?"
 
 
-def render(code: str, params: str | dict[str, Any] | None, language: str = "en") -> str:
-    """The message in `language`; unknown codes render as the code itself (never an error on read)."""
+# Times inside messages (stored in UTC, ISO 8601): shown in the reader's time zone when one is given.
+TIME_PARAMS = ("wait_until",)
+
+
+ISO_TIME = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?([+-][0-9]{2}:[0-9]{2}|Z)?$"
+_ISO_TIME = re.compile(ISO_TIME)
+
+
+def local_time(value: Any, tz: str) -> Any:
+    """An ISO 8601 time (as stored: `ISO_TIME`) as seconds and offset in `tz` (2026-11-28T10:00:06+01:00);
+    anything else unchanged."""
+    if not isinstance(value, str) or not _ISO_TIME.match(value):
+        return value
+    try:
+        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:  # e.g. month 13
+        return value
+    return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).astimezone(ZoneInfo(tz)).isoformat(timespec="seconds")
+
+
+def render(code: str, params: str | dict[str, Any] | None, language: str = "en", tz: str | None = None) -> str:
+    """The message in `language`; unknown codes render as the code itself (never an error on read).
+    `tz`: times inside it in that zone (pages and dumps pass theirs); without, as stored (UTC)."""
     if language not in LANGUAGES:
         raise ValueError(f"language must be one of {', '.join(LANGUAGES)}")
     template = CATALOGUE.get(code, {}).get(language)
@@ -70,6 +94,10 @@ def render(code: str, params: str | dict[str, Any] | None, language: str = "en")
     values = dict(values)
     if "reason" in values:
         values["reason"] = EXIT_REASONS.get(values["reason"], {}).get(language, values["reason"])
+    if tz is not None:
+        for key in TIME_PARAMS:
+            if key in values:
+                values[key] = local_time(values[key], tz)
     return template.format_map(_Blank({k: "" if v is None else v for k, v in values.items()})).strip()
 
 
@@ -90,9 +118,11 @@ def _space_class() -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def sql_render_expression(code_col: str, params_col: str, language: str) -> str:
+def sql_render_expression(code_col: str, params_col: str, language: str, tz_param: str | None = None) -> str:
     """The ClickHouse twin of `render` (same text for every code and parameter), so that a page or a
-    CSV dump renders messages in the engine and streams. `code_col`/`params_col` are SQL expressions."""
+    CSV dump renders messages in the engine and streams. `code_col`/`params_col` are SQL expressions;
+    `tz_param` names a String query parameter holding the time zone (render's `tz`). Without it the
+    expression is the one the analyst views of clickhouse/ddl/0005 hold."""
     if language not in LANGUAGES:
         raise ValueError(f"language must be one of {', '.join(LANGUAGES)}")
 
@@ -104,6 +134,14 @@ def sql_render_expression(code_col: str, params_col: str, language: str) -> str:
         v = (f"multiIf(NOT JSONHas({p}, {k}), '?', JSONType({p}, {k}) = 'String', JSONExtractString({p}, {k}), "
              f"JSONType({p}, {k}) = 'Null', '', JSONType({p}, {k}) = 'Bool', "
              f"if(JSONExtractBool({p}, {k}), 'True', 'False'), JSONExtractRaw({p}, {k}))")
+        if key in TIME_PARAMS and tz_param:  # as local_time: parsed as ISO 8601, else shown as it is
+            t = f"parseDateTime64BestEffortOrNull({v}, 3, 'UTC')"
+            local, off = f"toTimeZone({t}, {{{tz_param}:String}})", f"timeZoneOffset(toTimeZone({t}, {{{tz_param}:String}}))"
+            shown = (f"concat(formatDateTime({local}, '%Y-%m-%dT%H:%i:%S'), if({off} < 0, '-', '+'), "
+                     f"leftPad(toString(intDiv(abs({off}), 3600)), 2, '0'), ':', "
+                     f"leftPad(toString(intDiv(abs({off}) % 3600, 60)), 2, '0'))")
+            v = (f"if(JSONType({p}, {k}) = 'String' AND match({v}, {lit(ISO_TIME)}) AND {t} IS NOT NULL, "
+                 f"{shown}, {v})")
         if key == "reason":
             reasons = sorted(EXIT_REASONS)
             v = (f"transform({v}, [{', '.join(map(lit, reasons))}], "

@@ -121,6 +121,25 @@ def test_sql_rendering_equals_python_render_for_every_code(db):
         assert rendered == [render(code, p, lang) for lang in LANGUAGES], (code, p)
 
 
+@pytest.mark.parametrize("tz", ["UTC", "Europe/Paris", "America/St_Johns", "Asia/Kolkata"])
+def test_times_inside_messages_are_shown_in_the_readers_zone(db, tz):
+    """The page's `tz` applies to a waiting contact's "until" too, the same in SQL and in Python."""
+    values = ["2026-11-28T09:00:06+00:00", "2026-11-28T09:00:06.123456+00:00", "2026-03-29T01:30:00+00:00",
+              "2026-07-01T23:59:59", "2026-11-28T09:00:06Z", "2026-13-01T00:00:00+00:00", "soon", "", "1", None]
+    rows = [["acct-tz", "sc", "S", datetime(2026, 11, 20, tzinfo=timezone.utc), 0, "", "", "", "", "automation_waiting",
+             "automation_waiting", orjson.dumps({"wait_for": "2 days", "wait_until": v}).decode(), "automation",
+             f"w-{n}", "t", 0, n] for n, v in enumerate(values)]
+    db.insert("scenario_log", rows, SCENARIO_LOG_COLUMNS)
+    exprs = ", ".join(sql_render_expression("message_code", "message_params", lang, "tz") for lang in LANGUAGES)
+    got = db.rows(f"SELECT message_params, {exprs} FROM {{db}}.scenario_log FINAL WHERE account_id = 'acct-tz' "
+                  "ORDER BY src_offset", {"tz": tz})
+    assert len(got) == len(values)
+    for p, *rendered in got:
+        assert rendered == [render("automation_waiting", p, lang, tz) for lang in LANGUAGES], (tz, p)
+    paris = render("automation_waiting", {"wait_for": "2 days", "wait_until": values[0]}, "fr", "Europe/Paris")
+    assert paris == "Le contact est en attente (2 days) jusqu'au 2026-11-28T10:00:06+01:00"
+
+
 # ---- filters ------------------------------------------------------------------------------------------------
 
 def _event_cases():
