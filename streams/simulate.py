@@ -13,6 +13,7 @@ a wait, a journey after a trigger). Memory is bounded by contacts and open journ
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import heapq
 import math
 import random
@@ -64,6 +65,14 @@ class SimulationSpec:
         if start.tzinfo is None:
             raise ValueError("start must be timezone-aware (UTC)")
         object.__setattr__(self, "start", start.astimezone(timezone.utc))
+
+    @property
+    def id_prefix(self) -> str:
+        """Event ids are `<id_prefix>-N`: the same for the same options (a re-run is deduplicated), other for
+        other options or another day, whose events would otherwise share ids (`max_events` only cuts the stream
+        short, so it is left out)."""
+        options = (self.accounts, self.contacts, self.scenarios, self.days, self.start.isoformat(), self.internal_ratio)
+        return f"sim-{self.seed}-{hashlib.blake2s(repr(options).encode(), digest_size=3).hexdigest()}"
 
     @property
     def end(self) -> datetime:
@@ -258,6 +267,7 @@ class _Simulation:
     def __init__(self, spec: SimulationSpec) -> None:
         assert spec.start is not None
         self.spec = spec
+        self._id_prefix = spec.id_prefix
         self.rng = rng = _Rng(spec.seed)
         self.start_ms = int(spec.start.timestamp() * 1000)
         self.end_ms = self.start_ms + spec.days * DAY
@@ -304,7 +314,7 @@ class _Simulation:
     def _emit(self, ts: int, c: _Contact, typ: str, fields: dict, ipable: bool) -> None:
         n = self.n
         self.n = n + 1
-        ev = {"event_id": f"sim-{self.spec.seed}-{n}", "type": typ, "account_id": c.account.account_id,
+        ev = {"event_id": f"{self._id_prefix}-{n}", "type": typ, "account_id": c.account.account_id,
               "occurred_at": self._iso(ts), "contact_id": c.contact_id, "email": c.email}
         if ipable:
             # Drop the ip of just enough ip-capable events (server-side calls) to meet internal_ratio.
@@ -795,7 +805,7 @@ def simulate_command(seed: int, accounts: int, contacts: int, scenarios: int, da
     receive a campaign a day and transactional emails (opens, clicks, rare unsubscriptions), and go
     through automation scenarios (Welcome series, Abandoned cart, Post-purchase, ...) step by step;
     about a third of the journeys are still running or waiting when the period ends. The output is
-    deterministic: the same options give the same events (event ids sim-SEED-N), ordered by time.
+    deterministic: the same options give the same events (event ids sim-SEED-OPTIONS-N), ordered by time.
     About 7.5 events per contact and day: --contacts 140000 --limit 1000000 gives exactly a million.
 
     --dry-run prints the JSON lines instead (feed them to `autologs produce` later). Progress goes

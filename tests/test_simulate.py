@@ -80,7 +80,12 @@ def test_same_spec_same_stream_other_seed_other_stream():
     first = list(generate(SMALL))
     assert first == list(generate(SimulationSpec(contacts=300, start=SMALL.start)))
     other = list(generate(SimulationSpec(contacts=300, start=SMALL.start, seed=43)))
-    assert [e["event_id"] for e in other][:3] == ["sim-43-0", "sim-43-1", "sim-43-2"]
+    prefix = SimulationSpec(contacts=300, start=SMALL.start, seed=43).id_prefix
+    assert prefix.startswith("sim-43-") and [e["event_id"] for e in other][:3] == [f"{prefix}-{n}" for n in range(3)]
+    # other options or another day: other ids (they are other events); a shorter stream: the same ids
+    assert len({SimulationSpec(contacts=c, start=SMALL.start + timedelta(days=d)).id_prefix
+                for c in (300, 301) for d in (0, 1)}) == 4
+    assert SimulationSpec(contacts=300, start=SMALL.start, max_events=10).id_prefix == SMALL.id_prefix
     assert [(e["type"], e["occurred_at"]) for e in other] != [(e["type"], e["occurred_at"]) for e in first]
 
 
@@ -272,7 +277,7 @@ def test_cli_dry_run_prints_json_lines():
     lines = result.stdout.splitlines()
     assert len(lines) == 250
     events = [EVENT_ADAPTER.validate_json(line) for line in lines]
-    assert events[0]["event_id"] == "sim-5-0"
+    assert events[0]["event_id"].startswith("sim-5-") and events[0]["event_id"].endswith("-0")
     assert "250 events" in result.stderr
     again = runner.invoke(simulate_command, ["--dry-run", "--contacts", "100", "--limit", "250", "--seed", "5"])
     assert again.stdout == result.stdout
