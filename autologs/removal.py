@@ -49,7 +49,8 @@ def parse_contacts(given: list[str]) -> tuple[list[str], list[int]]:
 
 
 LOOKUP = (
-    "SELECT contact_key, email, contact_id, status FROM {db}.enrollment_state FINAL "
+    "SELECT contact_key, email, contact_id, status, scenario_name, step_id, start_id, entered_at "
+    "FROM {db}.enrollment_state FINAL "
     "WHERE account_id = {account:String} AND scenario_id = {scenario:String} "
     "AND (email IN {emails:Array(String)} OR contact_id IN {ids:Array(UInt64)})"
 )
@@ -68,7 +69,9 @@ def plan(given: list[str], rows: list[list]) -> tuple[list[dict], list[tuple[str
             missing.append((g, f"not in this scenario any more ({row[3]})"))
         elif row[0] not in seen:
             seen.add(row[0])
-            found.append({"given": g, "email": row[1] or None, "contact_id": row[2] or None})
+            found.append({"given": g, "email": row[1] or None, "contact_id": row[2] or None,
+                          "seen": {"scenario_name": row[4], "step_id": row[5], "start_id": row[6],
+                                   "entered_at": row[7]}})
     return found, missing
 
 
@@ -99,7 +102,7 @@ async def remove_contacts(settings: Settings, account: str, scenario: str, given
     messages = []
     for c in found:
         command = RemoveContact(request_id=request_id, account_id=account, scenario_id=scenario, email=c["email"],
-                                contact_id=c["contact_id"], requested_at=at, requested_by=by)
+                                contact_id=c["contact_id"], requested_at=at, requested_by=by, seen=c["seen"])
         messages.append((partition_key(account, command.email, command.contact_id),
                          orjson.dumps(command.model_dump(mode="json"))))
     if messages:

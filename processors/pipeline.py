@@ -102,6 +102,19 @@ def _removal_id(command: RemoveContact) -> str:
     return f"removal:{command.request_id}:{contact_key(command.email, command.contact_id)}"
 
 
+def adopt_seen_enrollment(state: dict, command: RemoveContact) -> None:
+    """An enrollment this state does not know, as the removal's sender saw it in enrollment_state: without
+    it the removal would be unnamed and unplaced, and the contact's entry time would become the removal's."""
+    seen = command.seen
+    if seen is None or command.scenario_id in state["enr"]:
+        return
+    entered = to_ms(seen.entered_at)
+    state["enr"][command.scenario_id] = {
+        "name": seen.scenario_name, "entry_points": 2 if seen.start_id else 1, "start_id": seen.start_id,
+        "step": seen.step_id, "status": "active", "entered_at": entered, "updated_at": entered, "reason": "",
+        "wait_until": None, "changes": 0}
+
+
 @dataclass
 class Pipeline:
     settings: Settings
@@ -251,6 +264,7 @@ class Pipeline:
             dirty = False
             for h in items:
                 if h.command is not None:  # named and placed from the state as it is at that point
+                    adopt_seen_enrollment(state, h.command)
                     h.event = self._removal_event(h.command, state)
                     log_rows.append(event_log_row(h.event, h.source))
                 dirty |= apply_event(state, h.event, h.source, derived, h.order[0])

@@ -12,6 +12,25 @@ from schemas.events import MAX_FUTURE, Id, UInt64, normalize_email
 MAX_CONTACTS_PER_REMOVAL = 50
 
 
+class SeenEnrollment(BaseModel):
+    """The enrollment as the operator's tool found it in enrollment_state. The worker uses it only when its
+    own state does not know the enrollment (states lost, or data older than the topics), so that the
+    removal is still named and placed, and the contact keeps its entry time."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scenario_name: Annotated[str, Field(max_length=512)] = ""
+    step_id: Annotated[str, Field(max_length=128)] = ""
+    start_id: Annotated[str, Field(max_length=128)] = ""
+    entered_at: datetime
+
+    @field_validator("entered_at")
+    @classmethod
+    def _utc(cls, v: datetime) -> datetime:
+        v = v.replace(tzinfo=timezone.utc) if v.tzinfo is None else v.astimezone(timezone.utc)
+        return v.replace(microsecond=v.microsecond // 1000 * 1000)
+
+
 class RemoveContact(BaseModel):
     """Take one contact out of one scenario; it is written as an automation_removed event."""
 
@@ -25,6 +44,7 @@ class RemoveContact(BaseModel):
     contact_id: UInt64 | None = None
     requested_at: datetime
     requested_by: Annotated[str, Field(max_length=256)] = ""
+    seen: SeenEnrollment | None = None
 
     @field_validator("email")
     @classmethod

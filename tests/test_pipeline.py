@@ -108,3 +108,39 @@ def test_a_batch_whose_predecessor_failed_publishes_nothing(db):
 
     asyncio.run(story())
     assert states.published == [], "no state may be published ahead of rows that were not written"
+
+
+async def test_a_removal_the_state_does_not_know_is_named_from_what_its_sender_saw(db):
+    """States lost, or data older than the topics: the removal still names the scenario and its step, and
+    the contact keeps its entry time. Where the state knows the enrollment, the state wins."""
+    from datetime import datetime, timezone
+
+    import orjson
+
+    from schemas.commands import RemoveContact
+
+    pipeline = Pipeline(Settings(scenario_lateness_s=0, scenario_idle_release_s=1e-9), db, _no_dead_letters,
+                        DictStates(), commands_topic="commands")
+    entered = datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc)
+    known = example("automation_started", 1, account="acct-seen", email="kim@example.com", automation_id="sc-1",
+                    automation_name="Welcome series", step_id="s1")
+    await pipeline.handle([_message(0, known)])
+    await pipeline.drain()
+
+    def removal(offset: int, email: str) -> RawMessage:
+        command = RemoveContact(
+            request_id=f"r{offset}", account_id="acct-seen", scenario_id="sc-1", email=email,
+            requested_at=datetime(2026, 11, 21, 10, 0, tzinfo=timezone.utc), requested_by="ops",
+            seen={"scenario_name": "Stale name", "step_id": "s2", "entered_at": entered})
+        return RawMessage("commands", 0, offset, f"acct-seen:{email}".encode(),
+                          orjson.dumps(command.model_dump(mode="json")), 0)
+
+    await pipeline.handle([removal(1, "zoe@example.com"), removal(2, "kim@example.com")])
+    await pipeline.drain()
+    rows = db.rows("SELECT email, scenario_name, step_id, workflow_point FROM {db}.scenario_log FINAL "
+                   "WHERE account_id = 'acct-seen' AND workflow_point = 'manually_removed' ORDER BY email")
+    assert rows == [("kim@example.com", "Welcome series", "s1", "manually_removed"),
+                    ("zoe@example.com", "Stale name", "s2", "manually_removed")]
+    [zoe] = db.rows("SELECT scenario_name, step_id, status, entered_at FROM {db}.enrollment_state FINAL "
+                    "WHERE account_id = 'acct-seen' AND email = 'zoe@example.com'")
+    assert zoe[:3] == ("Stale name", "s2", "removed") and zoe[3].replace(tzinfo=timezone.utc) == entered
