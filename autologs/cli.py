@@ -87,7 +87,9 @@ def migrate(plan: bool) -> None:
 
 # --- worker --------------------------------------------------------------------------------------
 @cli.command()
-@click.option("--loglevel", default="info", show_default=True)
+@click.option("--loglevel", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error", "critical"], case_sensitive=False),
+              help="Log level of the worker's output.")
 def worker(loglevel: str) -> None:
     """Run the stream worker: create topics, apply migrations, then consume until stopped."""
     from autologs import migrate as m
@@ -242,7 +244,8 @@ def _read_options(fn):
         click.option("--from", "date_from", help="Start (ISO 8601 date or time, in --tz). Default: 7 days ago."),
         click.option("--to", "date_to", help="End (ISO 8601, in --tz). Default: now."),
         click.option("--tz", default="UTC", show_default=True, help="IANA time zone of the bounds and the dates shown."),
-        click.option("--lang", type=click.Choice(["en", "fr"]), default="en", show_default=True),
+        click.option("--lang", type=click.Choice(["en", "fr"]), default="en", show_default=True,
+                     help="Language of the messages and of 'internal request'."),
         click.option("--filter", "-f", "filters", multiple=True,
                      help="NAME=VALUE, repeatable: email, contact_id, scenario, step, event_type, ..."),
     ]):
@@ -615,14 +618,16 @@ def demo(contacts: int, seed: int) -> None:
 
 
 @cli.command()
-def stop() -> None:
+@click.option("--worker-only", is_flag=True, help="Stop the background worker and leave the broker running.")
+def stop(worker_only: bool) -> None:
     """Stop the background worker and the broker that this project started."""
     from autologs import broker as b
     from autologs.processes import stop_worker
 
     s = get_settings()
     click.echo("worker stopped" if stop_worker(s) else "no background worker running")
-    click.echo("broker stopped" if b.stop(s) else "no broker started by autologs is running")
+    if not worker_only:
+        click.echo("broker stopped" if b.stop(s) else "no broker started by autologs is running")
 
 
 from streams.simulate import simulate_command  # noqa: E402

@@ -28,6 +28,7 @@ DEMO_COLUMNS = {
 def _table(columns: list[str], rows: list[list], width: int = 28) -> str:
     def cell(v) -> str:
         s = "" if v is None else str(v)
+        s = s.replace("\r", "␍").replace("\n", "⏎").replace("\t", "→")  # one line per row whatever the cell holds
         return s if len(s) <= width else s[: width - 1] + "…"
 
     widths = [max(len(c), *(len(cell(r[i])) for r in rows)) if rows else len(c) for i, c in enumerate(columns)]
