@@ -18,6 +18,10 @@ from streams.topics import ensure_topics, group_lag, topics
 
 
 
+DAY = ("occurred_at >= fromUnixTimestamp64Milli({day_from:Int64}, 'UTC') "
+       "AND occurred_at < fromUnixTimestamp64Milli({day_to:Int64}, 'UTC')")
+UTC_TIME = "concat(formatDateTime(occurred_at, '%Y-%m-%dT%H:%i:%S', 'UTC'), 'Z')"
+
 # What the demo prints of each page (a terminal is narrow); `autologs logs` prints every column.
 DEMO_COLUMNS = {
     "events": ("date", "type", "name", "email", "ip", "event_name", "scenario"),
@@ -96,31 +100,41 @@ def run_demo(settings: Settings, contacts: int, seed: int) -> None:
 
     section(f"3. Simulating one day of {contacts} contacts (seed {seed}), with a few invalid messages")
     spec = SimulationSpec(seed=seed, contacts=contacts, days=1)
+    assert spec.start is not None
+    day = {"day_from": int(spec.start.timestamp() * 1000), "day_to": int(spec.end.timestamp() * 1000)}
+    click.echo(f"  the simulated day: {spec.start:%Y-%m-%d} (UTC); the views below show that day")
     started = time.monotonic()
     sent = asyncio.run(run_simulation(settings, spec, invalid_every=1000))
     click.echo(f"  {sent} messages published in {time.monotonic() - started:.1f}s")
     asyncio.run(wait_written(settings))
-    click.echo(f"  all written in {time.monotonic() - started:.1f}s; worker counters: {worker_health(settings)}")
+    h = worker_health(settings) or {}
+    click.echo(f"  all written in {time.monotonic() - started:.1f}s. The worker, since it started: "
+               f"{h.get('messages')} messages read, {h.get('events')} events logged, {h.get('dead_letters')} dead "
+               f"letters, {h.get('scenario_rows')} scenario-log rows, {h.get('enrollment_changes')} enrollment "
+               f"changes, {h.get('late_events')} late events (no newer than what their contact's state had "
+               f"applied: a day published again, or past the allowed lateness; logged, not derived again)")
 
-    section("4. Event log: events by type")
+    section("4. Event log of that day: events by type")
     print_query(settings, "SELECT event_type, count() AS events, countIf(ip = '') AS internal "
-                          "FROM {db}.event_log FINAL GROUP BY event_type ORDER BY events DESC")
+                          f"FROM {{db}}.event_log FINAL WHERE {DAY} GROUP BY event_type ORDER BY events DESC", day)
     section("   a few event-log rows (newest first)")
-    print_query(settings, "SELECT occurred_at, account_id, event_type, source_name, email, "
+    print_query(settings, f"SELECT {UTC_TIME} AS occurred_at_utc, account_id, event_type, source_name, email, "
                           "if(ip = '', 'internal request', ip) AS ip FROM {db}.event_log FINAL "
-                          "ORDER BY occurred_at DESC, event_id LIMIT 8")
+                          f"WHERE {DAY} ORDER BY occurred_at DESC, event_id LIMIT 8", day)
 
     section("5. Dead letters (original bytes kept; reason and source in headers)")
     letters = asyncio.run(read_dead_letters(settings))
-    for dl in letters[:10]:
+    for dl in letters[-10:]:
         original = (dl.original or b"")[:60]
         click.echo(f"  {dl.source_topic}[{dl.source_partition}]@{dl.source_offset}: {dl.reason}  <- {original!r}")
-    click.echo(f"  {len(letters)} dead letter(s)")
+    click.echo(f"  the newest {min(len(letters), 10)} of {len(letters)} dead letter(s) in the topic "
+               "(`autologs dlq list` shows them all)")
 
-    section("6. Scenario log (messages rendered from the catalogue; English, then French)")
+    section("6. Scenario log of that day (messages rendered from the catalogue; English, then French)")
     columns, rows = worker_query(settings, (
-        "SELECT occurred_at, email, scenario_name, step_id, start_id, workflow_point, type, message_code, "
-        "message_params FROM {db}.scenario_log FINAL ORDER BY occurred_at DESC, source_event_id LIMIT 8"))
+        f"SELECT {UTC_TIME} AS occurred_at_utc, email, scenario_name, step_id, start_id, workflow_point, type, "
+        f"message_code, message_params FROM {{db}}.scenario_log FINAL WHERE {DAY} "
+        "ORDER BY occurred_at DESC, source_event_id LIMIT 8"), day)
     shown = [r[:7] + [render(r[7], r[8], "en")] for r in rows]
     click.echo(_table(columns[:7] + ["message"], shown, width=40))
     click.echo("   " + " | ".join(render(r[7], r[8], "fr") for r in rows[:3]))
@@ -133,7 +147,9 @@ def run_demo(settings: Settings, contacts: int, seed: int) -> None:
     section("8. Removing 3 contacts from a scenario (as an operator would)")
     _, picked = worker_query(settings, (
         "SELECT account_id, scenario_id, email FROM {db}.enrollment_state FINAL "
-        "WHERE status IN ('active', 'waiting') ORDER BY account_id, scenario_id, email LIMIT 3"))
+        "WHERE status IN ('active', 'waiting') AND entered_at >= fromUnixTimestamp64Milli({day_from:Int64}, 'UTC') "
+        "AND entered_at < fromUnixTimestamp64Milli({day_to:Int64}, 'UTC') "
+        "ORDER BY account_id, scenario_id, email LIMIT 3"), day)
     if picked:
         account, scenario = picked[0][0], picked[0][1]
         emails = [r[2] for r in picked if r[0] == account and r[1] == scenario]
@@ -142,7 +158,8 @@ def run_demo(settings: Settings, contacts: int, seed: int) -> None:
         click.echo(f"  removed {len(result.removed)}; not in the scenario: {result.not_in_scenario or 'none'}")
         asyncio.run(wait_written(settings, topic="commands"))
         columns, rows = worker_query(settings, (
-            "SELECT occurred_at, email, scenario_name, step_id, workflow_point, message_code, message_params "
+            f"SELECT {UTC_TIME} AS occurred_at_utc, email, scenario_name, step_id, workflow_point, message_code, "
+            "message_params "
             "FROM {db}.scenario_log FINAL WHERE workflow_point = 'manually_removed' AND email IN {e:Array(String)} "
             "ORDER BY email"), {"e": emails})
         click.echo(_table(columns[:5] + ["message (fr)"], [r[:5] + [render(r[5], r[6], "fr")] for r in rows], 50))
