@@ -148,9 +148,15 @@ def make_routes(ctx: ApiContext) -> list[web.RouteDef]:
 
         return _json(document())
 
+    async def post_only(request: web.Request) -> web.Response:
+        response = _error(405, 'POST {"scenario": "...", "contacts": ["email or id", ...]} to remove contacts')
+        response.headers["Allow"] = "POST"
+        return response
+
     return [
         web.get(f"{PREFIX}/openapi.json", openapi),
         web.post(f"{PREFIX}/contacts/remove", remove),
+        web.get(f"{PREFIX}/contacts/remove", post_only),  # not the detail of a row with id "remove"
         web.get(PREFIX + "/{view}.csv", csv_dump),
         web.get(PREFIX + "/{view}/{row_id}", one_row),
         web.get(PREFIX + "/{view}", list_rows),

@@ -56,6 +56,10 @@ LOOKUP = (
 )
 
 
+SCENARIO_KNOWN = ("SELECT count() > 0 FROM {db}.enrollment_state "
+                  "WHERE account_id = {account:String} AND scenario_id = {scenario:String}")
+
+
 def plan(given: list[str], rows: list[list]) -> tuple[list[dict], list[tuple[str, str]]]:
     """Match what the operator gave with the enrollment rows: who is removed, who is reported."""
     by_email = {r[1]: r for r in rows if r[1]}
@@ -97,6 +101,12 @@ async def remove_contacts(settings: Settings, account: str, scenario: str, given
         lookup = _read_query_lookup(settings)
     rows = await lookup(LOOKUP, {"account": account, "scenario": scenario, "emails": emails, "ids": ids})
     found, missing = plan(given, rows)
+    if not rows:  # nobody found: say so if the scenario itself is unknown in this account
+        [[enrolled]] = await lookup(SCENARIO_KNOWN, {"account": account, "scenario": scenario})
+        if not enrolled:
+            raise RemovalRefused(f"scenario {scenario!r} has no contacts in account {account!r}: check both ids "
+                                 f"(`autologs logs contacts --account {account} -f status=all` lists who is where). "
+                                 "Nothing was removed.")
     request_id = new_request_id()
     at = at or now
     messages = []

@@ -116,6 +116,8 @@ def test_contacts_scenarios_detail_and_removal(running):
     status, body, _ = call(worker, "contacts/remove", key, body={"scenario": "sc-cart",
                                                                  "contacts": [f"c{n}@example.com" for n in range(51)]})
     assert status == 400 and b"at most 50" in body
+    status, body, headers = call(worker, "contacts/remove", key)
+    assert status == 405 and headers.get("Allow") == "POST" and b"POST" in body
     status, body, _ = call(worker, "contacts/remove", key, body={"scenario": "sc-cart", "contacts": [story.CAT],
                                                                  "at": "2099-01-01T00:00:00+00:00"})
     assert status == 400 and b"in the future" in body

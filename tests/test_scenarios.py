@@ -153,6 +153,8 @@ async def test_removal_of_51_contacts_is_refused_whole(make_story):
     out = run_cli(worker.env, "contacts", "remove", "--account", story.ACCOUNT, "--scenario", "sc-cart",
                   "--at", "2099-01-01T00:00:00Z", story.CAT)
     assert out.returncode == 2 and "is in the future" in out.stderr and "Nothing was removed" in out.stderr
+    out = run_cli(worker.env, "contacts", "remove", "--account", story.ACCOUNT, "--scenario", "sc-nope", story.CAT)
+    assert out.returncode == 2 and "scenario 'sc-nope' has no contacts in account" in out.stderr, out.stderr
     await s.drained()
     [cat] = live_sql(worker, "SELECT status FROM {db}.enrollment_state FINAL WHERE email = 'cat@example.com'")
     assert cat == {"status": "active"}
