@@ -442,20 +442,24 @@ class _ReplayBar:
 
     def __init__(self) -> None:
         self.last = 0.0
+        self.shown = False
 
     def update(self, p) -> None:
         import time
 
         if time.monotonic() - self.last < 0.5 and p.phase == "replaying":
             return
-        self.last = time.monotonic()
+        if not p.total and p.phase == "starting":  # nothing planned yet (or a refusal on its way)
+            return
+        self.last, self.shown = time.monotonic(), True
         eta = f"{p.eta_s:.0f}s" if p.eta_s is not None else "?"
         pct = 100 * p.read / p.total if p.total else 100
         click.echo(f"\r{p.phase:<12} {p.read}/{p.total} ({pct:5.1f}%)  {p.rate:,.0f} events/s  ETA {eta}   ",
                    err=True, nl=False)
 
     def close(self) -> None:
-        click.echo("", err=True)
+        if self.shown:
+            click.echo("", err=True)
 
 
 def _replay_through_worker(settings, body: dict) -> dict:
