@@ -538,7 +538,7 @@ def dlq_show(letter_id) -> None:
     """Everything about one letter (LETTER_ID is partition:offset), with its original bytes."""
     from replay.deadletters import list_letters
 
-    found = [dl for dl in asyncio.run(list_letters(get_settings())) if dl.id == letter_id]
+    found = [dl for dl in asyncio.run(list_letters(get_settings(), unique=False)) if dl.id == letter_id]
     if not found:
         _fail(f"no dead letter {letter_id}; `autologs dlq list` shows their ids")
     dl = found[0]

@@ -45,10 +45,19 @@ async def _read_all(settings: Settings, topic: str, since: datetime | None = Non
         await consumer.stop()
 
 
-async def list_letters(settings: Settings, since: datetime | None = None, event_type: str | None = None) -> list[DeadLetter]:
+async def list_letters(settings: Settings, since: datetime | None = None, event_type: str | None = None,
+                       unique: bool = True) -> list[DeadLetter]:
+    """The dead letters, oldest first. `unique`: one per source message. A worker that stops after sending a
+    batch's dead letters but before committing it reads the batch again and sends them again (at least
+    once); the copies name the same source topic, partition and offset, and only the first is kept."""
     await ensure_topics(settings)
     letters = [parse_dead_letter(r.headers, r.key, r.value, r.partition, r.offset, r.timestamp)
                async for r in _read_all(settings, topics(settings).dead_letters, since)]
+    if unique:
+        first: dict[tuple, DeadLetter] = {}
+        for dl in letters:
+            first.setdefault((dl.source_topic, dl.source_partition, dl.source_offset), dl)
+        letters = list(first.values())
     return [dl for dl in letters if event_type is None or dl.event_type == event_type]
 
 

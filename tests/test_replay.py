@@ -147,6 +147,22 @@ def test_dead_letters_redriven_land_once_or_return_once(settings, tmp_root):
             await wait_drained(settings.kafka_bootstrap, names.app_id, names.events)
 
         asyncio.run(feed())
+        # A worker stopped between sending a batch's dead letters and committing it sends them again: a copy
+        # (same source message) is listed and re-driven once.
+        from aiokafka import AIOKafkaConsumer
+
+        async def copy_one_letter():
+            consumer = AIOKafkaConsumer(names.dead_letters, bootstrap_servers=settings.kafka_bootstrap,
+                                        auto_offset_reset="earliest", enable_auto_commit=False)
+            await consumer.start()
+            try:
+                first = await asyncio.wait_for(consumer.getone(), 30)
+            finally:
+                await consumer.stop()
+            await publish(settings, names.dead_letters, [(first.key, first.value)],
+                          headers_for=lambda i: list(first.headers))
+
+        asyncio.run(copy_one_letter())
         listed = run_cli(worker.env, "dlq", "list")
         assert listed.returncode == 0
         lines = [line.split("\t") for line in listed.stdout.splitlines()]
