@@ -602,9 +602,11 @@ def sql(query: str, fmt: str) -> None:
         for row in rows:
             click.echo(orjson.dumps(dict(zip(columns, row)), default=str).decode())
         return
-    click.echo("\t".join(columns))
+    if columns:  # (the embedded engine names no columns for an empty result)
+        click.echo("\t".join(columns))
     for row in rows:
         click.echo("\t".join("" if v is None else str(v) for v in row))
+    click.echo(f"{len(rows)} row(s)", err=True)
 
 
 # --- demo ----------------------------------------------------------------------------------------
