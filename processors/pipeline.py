@@ -65,6 +65,7 @@ class PipelineStats:
     scenario_rows: int = 0
     enrollment_changes: int = 0
     late_events: int = 0
+    removals_ignored: int = 0  # removal commands for an enrollment already exited or removed
 
 
 class Held:
@@ -100,6 +101,9 @@ def _itself(message: Any) -> Any:
 
 def _removal_id(command: RemoveContact) -> str:
     return f"removal:{command.request_id}:{contact_key(command.email, command.contact_id)}"
+
+
+CLOSED = ("exited", "removed")
 
 
 def adopt_seen_enrollment(state: dict, command: RemoveContact) -> None:
@@ -265,6 +269,11 @@ class Pipeline:
             for h in items:
                 if h.command is not None:  # named and placed from the state as it is at that point
                     adopt_seen_enrollment(state, h.command)
+                    if state["enr"].get(h.command.scenario_id, {}).get("status") in CLOSED:
+                        # Already out (a removal sent twice, or one that crossed the contact's exit): a second
+                        # "manually removed" would be false. Acknowledged, nothing written.
+                        self.stats.removals_ignored += 1
+                        continue
                     h.event = self._removal_event(h.command, state)
                     log_rows.append(event_log_row(h.event, h.source))
                 dirty |= apply_event(state, h.event, h.source, derived, h.order[0])

@@ -144,3 +144,12 @@ async def test_a_removal_the_state_does_not_know_is_named_from_what_its_sender_s
     [zoe] = db.rows("SELECT scenario_name, step_id, status, entered_at FROM {db}.enrollment_state FINAL "
                     "WHERE account_id = 'acct-seen' AND email = 'zoe@example.com'")
     assert zoe[:3] == ("Stale name", "s2", "removed") and zoe[3].replace(tzinfo=timezone.utc) == entered
+
+    # The same removal submitted again (another request): the contact is already out, nothing is logged.
+    tokens = await pipeline.handle([removal(3, "zoe@example.com")])
+    await pipeline.drain()
+    assert len(tokens) == 1 and pipeline.stats.removals_ignored == 1  # acknowledged all the same
+    assert db.rows("SELECT count() FROM {db}.scenario_log FINAL WHERE account_id = 'acct-seen' "
+                   "AND email = 'zoe@example.com' AND workflow_point = 'manually_removed'") == [(1,)]
+    assert db.rows("SELECT count() FROM {db}.event_log FINAL WHERE account_id = 'acct-seen' "
+                   "AND email = 'zoe@example.com' AND event_type = 'automation_removed'") == [(1,)]
