@@ -562,7 +562,7 @@ def dlq_redrive(since, event_type, ids, fix, include_failed_redrives) -> None:
     Each letter is re-driven once: a re-driven message that is still invalid returns to the
     dead-letter topic once and is not re-driven again unless asked; one that is now valid lands once.
     """
-    from replay.deadletters import list_letters, redrive
+    from replay.deadletters import RedriveRefused, list_letters, redrive
 
     fixes = {}
     if fix:
@@ -575,10 +575,13 @@ def dlq_redrive(since, event_type, ids, fix, include_failed_redrives) -> None:
                     _fail(f"--fix line {n}: expected {{\"id\": \"p:o\", \"value\": {{...}}}}")
     settings = get_settings()
     letters = asyncio.run(list_letters(settings, _since(since), event_type))
-    if ids or fixes:
-        wanted = set(ids) | set(fixes)
+    wanted = set(ids) | set(fixes)
+    if wanted:
         letters = [dl for dl in letters if dl.id in wanted]
-    result = asyncio.run(redrive(settings, letters, fixes, include_failed_redrives))
+    try:
+        result = asyncio.run(redrive(settings, letters, fixes, include_failed_redrives, asked=wanted))
+    except RedriveRefused as exc:
+        _fail(str(exc))
     click.echo(f"{result['redriven']} re-driven ({result['fixed']} with a fix); skipped: "
                f"{result['already_redriven']} already re-driven, {result['failed_redrive']} that failed a re-drive")
 

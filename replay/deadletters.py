@@ -66,12 +66,51 @@ async def redriven_ids(settings: Settings) -> set[str]:
     return {r.key.decode() async for r in _read_all(settings, topics(settings).redriven) if r.key}
 
 
+class RedriveRefused(ValueError):
+    """Nothing was sent: the request names a letter that cannot take it."""
+
+
+def checked_fix(letter: DeadLetter, value: bytes, names) -> bytes:
+    """The key a corrected payload goes with: the contact's, as for any event or command (the original
+    key may be wrong, or none). Refused with the reason when the payload is still invalid."""
+    from processors.validate import RawMessage, validate_batch
+    from schemas.commands import COMMAND_ADAPTER
+    from schemas.events import partition_key
+
+    if letter.source_topic == names.commands:
+        try:
+            command = COMMAND_ADAPTER.validate_json(value)
+        except ValueError as exc:
+            raise RedriveRefused(f"--fix {letter.id}: the corrected command is invalid ({exc}). Nothing was sent.")
+        return partition_key(command.account_id, command.email, command.contact_id)
+    checked = validate_batch([RawMessage(letter.source_topic, letter.source_partition, letter.source_offset,
+                                         letter.key, value, 0)])
+    if checked.invalid:
+        raise RedriveRefused(f"--fix {letter.id}: the corrected event is still invalid: {checked.invalid[0][1]}. "
+                             "Nothing was sent.")
+    ev = checked.events[0][0]
+    return partition_key(ev["account_id"], ev["email"], ev["contact_id"])
+
+
 async def redrive(settings: Settings, letters: list[DeadLetter], fixes: dict[str, bytes] | None = None,
-                  include_failed_redrives: bool = False) -> dict:
-    """Send letters back to their source topic (fixed payloads where given); each letter only once."""
+                  include_failed_redrives: bool = False, asked: set[str] | None = None) -> dict:
+    """Send letters back to their source topic (fixed payloads where given); each letter only once.
+
+    `asked`: the ids the operator named (with --id or --fix); each must be a letter. A fix must be for a
+    letter not re-driven yet, and valid: otherwise nothing is sent."""
     fixes = fixes or {}
     done = await redriven_ids(settings)
     names = topics(settings)
+    known = {dl.id: dl for dl in letters}
+    for letter_id in sorted((asked or set()) | set(fixes)):
+        if letter_id not in known:
+            raise RedriveRefused(f"{letter_id}: no such dead letter (or not in --since/--type); `autologs dlq "
+                                 "list` shows their ids. Nothing was sent.")
+        if letter_id in fixes and letter_id in done:
+            raise RedriveRefused(f"--fix {letter_id}: this letter was re-driven already. If that failed again, "
+                                 "its new dead letter (`autologs dlq list`, \"failed again\") is the one to fix. "
+                                 "Nothing was sent.")
+    keys = {letter_id: checked_fix(known[letter_id], value, names) for letter_id, value in fixes.items()}
     chosen, skipped = [], {"already_redriven": 0, "failed_redrive": 0}
     for dl in letters:
         if dl.id in done:
@@ -85,7 +124,7 @@ async def redrive(settings: Settings, letters: list[DeadLetter], fixes: dict[str
         target = dl.source_topic if dl.source_topic in (names.events, names.commands) else names.events
         by_topic.setdefault(target, []).append(dl)
     for target, group in by_topic.items():
-        await publish(settings, target, [(dl.key, fixes.get(dl.id, dl.original)) for dl in group],
+        await publish(settings, target, [(keys.get(dl.id, dl.key), fixes.get(dl.id, dl.original)) for dl in group],
                       headers_for=lambda i, group=group: [(H_REDRIVE_OF, group[i].id.encode())])
     marks = [(dl.id.encode(), datetime.now(timezone.utc).isoformat().encode()) for dl in chosen]
     if marks:

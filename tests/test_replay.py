@@ -169,10 +169,31 @@ def test_dead_letters_redriven_land_once_or_return_once(settings, tmp_root):
         assert len(lines) == 2
         by_type = {line[2]: line[0] for line in lines}
         fix = tmp_root / f"{names.prefix}-fix.jsonl"
+        # A correction that is still invalid, or for no letter, is refused whole: nothing is sent.
+        fix.write_text(json.dumps({"id": by_type["form"], "value": {**bad_email, "email": "ann@example.com",
+                                                                   "colour": 1}}) + "\n")
+        out = run_cli(worker.env, "dlq", "redrive", "--fix", str(fix))
+        assert out.returncode == 1 and "still invalid: colour" in out.stderr, out.stdout + out.stderr
+        out = run_cli(worker.env, "dlq", "redrive", "--id", "9:999")
+        assert out.returncode == 1 and "9:999: no such dead letter" in out.stderr, out.stdout + out.stderr
         fix.write_text(json.dumps({"id": by_type["form"], "value": {**bad_email, "email": "ann@example.com"}}) + "\n")
         # The corrected payload lands; the still-invalid one is sent back as it is.
         out = run_cli(worker.env, "dlq", "redrive", "--fix", str(fix))
         assert out.returncode == 0 and out.stdout.startswith("1 re-driven (1 with a fix)"), out.stdout + out.stderr
+        out = run_cli(worker.env, "dlq", "redrive", "--fix", str(fix))  # the same correction again
+        assert out.returncode == 1 and "re-driven already" in out.stderr, out.stdout + out.stderr
+
+        async def key_of_the_correction():  # the contact's key, not the dead letter's ("acct-1:x")
+            consumer = AIOKafkaConsumer(names.events, bootstrap_servers=settings.kafka_bootstrap,
+                                        auto_offset_reset="earliest", enable_auto_commit=False)
+            await consumer.start()
+            try:
+                batches = await consumer.getmany(timeout_ms=5000)
+            finally:
+                await consumer.stop()
+            return [r.key for records in batches.values() for r in records if r.headers and b"ann@example.com" in r.value]
+
+        assert asyncio.run(key_of_the_correction()) == [b"acct-1:ann@example.com"]
         out = run_cli(worker.env, "dlq", "redrive", "--type", "sms_delivered")
         assert out.stdout.startswith("1 re-driven"), out.stdout
         asyncio.run(wait_drained(settings.kafka_bootstrap, names.app_id, names.events))
