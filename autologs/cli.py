@@ -645,7 +645,13 @@ cli.add_command(simulate_command)
 
 
 def main() -> None:
-    cli()
+    from autologs.config import BadSettings
+
+    try:
+        cli()
+    except BadSettings as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -15,10 +17,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AUTOLOGS_", frozen=True, extra="ignore")
 
     # Kafka
-    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,host:port]")
-    topic_prefix: str = Field("autologs", description="Prefix of every topic name; tests use their own")
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,host:port] (default: the project's broker, 127.0.0.1:AUTOLOGS_KAFKA_PORT)")
+    topic_prefix: str = Field("autologs", pattern=r"^[A-Za-z0-9._-]{1,100}$", description="Prefix of every topic name; tests use their own")
     topic_partitions: int = Field(4, ge=1, description="Partitions of the topics autologs creates")
-    topic_retention_hours: float = Field(720, description="Retention of the topics autologs creates (0 = forever); replays reach only this far back")
+    topic_retention_hours: float = Field(720, ge=0, description="Retention of the topics autologs creates (0 = forever); replays reach only this far back")
     event_log_ttl_days: int = Field(0, ge=0, description="Rows of the event log older than this are deleted (0 = kept forever)")
     scenario_log_ttl_days: int = Field(0, ge=0, description="Rows of the scenario log older than this are deleted (0 = kept forever)")
     kafka_port: int = Field(9092, description="Port of the broker that `autologs broker start` runs")
@@ -47,6 +49,26 @@ class Settings(BaseSettings):
     gc_interval_s: float = Field(10.0, ge=0, description="The worker and the replay collect cyclic garbage every this many seconds instead of Python's automatic collector (0 = Python's default; see autologs/gcpolicy.py)")
     session_timeout_s: float = Field(10.0, gt=0, description="Kafka group session timeout: how fast a dead worker's partitions move")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _bootstrap_follows_the_port(cls, data: Any) -> Any:
+        """Unset, the bootstrap is the project's own broker on AUTOLOGS_KAFKA_PORT: setting only the port
+        must not leave clients talking to whatever listens on 9092."""
+        if isinstance(data, dict) and not data.get("kafka_bootstrap") and data.get("kafka_port"):
+            data = {**data, "kafka_bootstrap": f"127.0.0.1:{data['kafka_port']}"}
+        return data
+
+    @field_validator("clickhouse_dsn")
+    @classmethod
+    def _dsn_names_a_server(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is None:
+            return v
+        url = urlsplit(v.get_secret_value())
+        if url.scheme not in ("http", "https", "clickhouse", "clickhouses") or not url.hostname:
+            raise ValueError("give a URL such as http://user:password@host:8123/database (or leave it unset for "
+                             "the embedded engine)")
+        return v
+
     @property
     def chdb_path(self) -> Path:
         return (self.data_dir / "chdb").resolve()
@@ -56,6 +78,22 @@ class Settings(BaseSettings):
         return self.clickhouse_dsn is None
 
 
+class BadSettings(ValueError):
+    """A setting in the environment is invalid; the message names each variable and what it needs."""
+
+
+def explain_settings(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors(include_url=False):
+        name = "AUTOLOGS_" + "_".join(str(p) for p in err["loc"]).upper()
+        shown = "(hidden)" if "DSN" in name else repr(err.get("input"))  # a DSN may hold a password
+        lines.append(f"{name}={shown}: {err['msg'].removeprefix('Value error, ')}")
+    return "bad configuration: " + "; ".join(lines)
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise BadSettings(explain_settings(exc)) from None

@@ -34,6 +34,31 @@ def test_a_cluster_id_never_starts_with_a_dash(monkeypatch):
     assert next(drawn, None) is None, "the id starting with '-' was drawn and refused"
 
 
+def test_settings_bootstrap_follows_the_broker_port_and_bad_values_are_named(monkeypatch):
+    from autologs.config import BadSettings, Settings, get_settings
+
+    for name in [k for k in os.environ if k.startswith("AUTOLOGS_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AUTOLOGS_KAFKA_PORT", "9192")
+    assert Settings().kafka_bootstrap == "127.0.0.1:9192"  # not 9092, where another broker may answer
+    monkeypatch.setenv("AUTOLOGS_KAFKA_BOOTSTRAP", "kafka:29092")
+    assert Settings().kafka_bootstrap == "kafka:29092"
+    monkeypatch.delenv("AUTOLOGS_KAFKA_PORT")
+    monkeypatch.delenv("AUTOLOGS_KAFKA_BOOTSTRAP")
+    assert Settings().kafka_bootstrap == "127.0.0.1:9092"
+    for name, value, words in [("AUTOLOGS_TOPIC_PARTITIONS", "0", "greater than or equal to 1"),
+                               ("AUTOLOGS_TOPIC_PREFIX", "a b", "pattern"),
+                               ("AUTOLOGS_TOPIC_RETENTION_HOURS", "-1", "greater than or equal to 0"),
+                               ("AUTOLOGS_CLICKHOUSE_DSN", "notadsn://u:secret@", "give a URL")]:
+        monkeypatch.setenv(name, value)
+        get_settings.cache_clear()
+        with pytest.raises(BadSettings) as refused:
+            get_settings()
+        assert name in str(refused.value) and words in str(refused.value) and "secret" not in str(refused.value)
+        monkeypatch.delenv(name)
+    get_settings.cache_clear()
+
+
 def test_ping_says_no_for_a_closed_port():
     assert broker.ping("127.0.0.1:1", 1.0) is False
 
