@@ -393,7 +393,9 @@ def api(host: str, port: int) -> None:
               help="Topics to re-read (default: both).")
 @click.option("--in-place", is_flag=True, help="Write into the live tables (relies on the exactly-once effect).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted replay from its checkpoint.")
-def replay_command(date_from, date_to, chosen, in_place, resume) -> None:
+@click.option("--status", is_flag=True,
+              help="Follow the replay running in the worker (or show how the last one ended); start nothing.")
+def replay_command(date_from, date_to, chosen, in_place, resume, status) -> None:
     """Rebuild the event log, the scenario log and the enrollment state from the topics.
 
     By default into shadow tables, verified day by day against what was read, then swapped in
@@ -405,6 +407,15 @@ def replay_command(date_from, date_to, chosen, in_place, resume) -> None:
     from replay.plan import ReplayRefused
 
     settings = get_settings()
+    if status:
+        if not _worker_holds_data(settings):
+            _fail("no worker runs with this data dir: a replay without a worker runs in the command that started "
+                  "it, which shows its progress")
+        report = _follow_worker_replay(settings)
+        if report is None:
+            _fail("no replay has run in this worker since it started")
+        click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+        return
     try:
         t_from = datetime.fromisoformat(date_from) if date_from else None
         t_to = datetime.fromisoformat(date_to) if date_to else None
@@ -462,9 +473,8 @@ class _ReplayBar:
             click.echo("", err=True)
 
 
-def _replay_through_worker(settings, body: dict) -> dict:
+def _replay_through_worker(settings, body: dict) -> dict | None:
     import json
-    import time
     import urllib.error
     import urllib.request
 
@@ -477,6 +487,19 @@ def _replay_through_worker(settings, body: dict) -> dict:
                                                       headers=headers), timeout=30)
     except urllib.error.HTTPError as exc:
         _fail(json.loads(exc.read() or b"{}").get("error", str(exc)))
+    return _follow_worker_replay(settings)
+
+
+def _follow_worker_replay(settings) -> dict | None:
+    """Progress of the worker's replay until it ends; its report (None when none ran)."""
+    import json
+    import time
+    import urllib.request
+
+    from autologs.admin import HEADER, read_admin_key
+
+    url = f"http://127.0.0.1:{settings.web_port}/admin/replay"
+    headers = {HEADER: read_admin_key(settings) or "", "Content-Type": "application/json"}
     bar = _ReplayBar()
 
     class P:  # the worker's status, shaped like ReplayProgress for the bar

@@ -90,6 +90,8 @@ def test_replay_rebuilds_every_table_exactly_twice_over(worker_with_data):
         assert report["swapped"] and report["days_verified"] >= 1 and report["scenario_rows"] > 100
         # The rebuilt Faust-table states equal the live table's, contact by contact.
         assert report["states"]["different"] == 0 and report["states"]["contacts"] > 10, report["states"]
+        status = run_cli(worker.env, "replay", "--status")  # how the worker's last replay ended
+        assert status.returncode == 0 and json.loads(status.stdout)["swapped"], status.stderr
         rebuilt = snapshot(worker)
         assert copy_differences(worker) == 0, attempt  # the copy was rebuilt and swapped with the log
         for table in SNAPSHOTS:
