@@ -34,6 +34,9 @@ class ClickHouseUnavailable(RuntimeError):
 READ_STATEMENTS = ("SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS")
 _LEADING = re.compile(r"\A(?:\s+|--[^\n]*(?:\n|\Z)|/\*.*?\*/|\()*", re.S)
 _OUTFILE = re.compile(r"\bINTO\s+OUTFILE\b", re.I)
+# Strings, quoted names and comments, whose ';' separate nothing.
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.|'')*'|\"(?:[^\"\\]|\\.)*\"|`(?:[^`\\]|\\.)*`|--[^\n]*|/\*.*?\*/", re.S)
+_SEMICOLON = re.compile(r";\s*(?=;)")  # ";;" counts once
 
 
 def refuse_unless_read(query: str) -> str | None:
@@ -50,6 +53,8 @@ def refuse_unless_read(query: str) -> str | None:
                 f"this one starts with {(word.group(0) if word else head[:20])!r}")
     if _OUTFILE.search(query):
         return "INTO OUTFILE would write a file on the worker's machine: use `autologs export` or --format json"
+    if _SEMICOLON.sub("", _QUOTED.sub("", query)).rstrip().rstrip(";").count(";"):
+        return "one statement at a time (a ';' is followed by another statement)"
     return None
 
 

@@ -59,6 +59,21 @@ def test_settings_bootstrap_follows_the_broker_port_and_bad_values_are_named(mon
     get_settings.cache_clear()
 
 
+@pytest.mark.parametrize("query,refused", [
+    ("SELECT 1", None), ("  -- note\n/* c */ (SELECT 1)", None), ("with 1 AS a SELECT a", None),
+    ("DESCRIBE {db}.event_log", None), ("SELECT 1;", None), ("SELECT ';' AS x", None),
+    ("SELECT 'it''s; fine' -- ; no\n", None), ("SELECT `a;b` FROM t", None),
+    ("DROP TABLE {db}.api_keys", "only read statements"), ("insert into t values (1)", "only read statements"),
+    ("SET readonly = 0", "only read statements"), ("SELECT 1; DROP TABLE {db}.api_keys", "one statement"),
+    ("SELECT 1 INTO OUTFILE 'x.csv'", "OUTFILE"),
+])
+def test_only_single_read_statements_reach_the_engine(query, refused):
+    from autologs.clickhouse import refuse_unless_read
+
+    why = refuse_unless_read(query)
+    assert (why is None) if refused is None else (refused in why), why
+
+
 def test_ping_says_no_for_a_closed_port():
     assert broker.ping("127.0.0.1:1", 1.0) is False
 
