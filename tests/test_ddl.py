@@ -350,3 +350,16 @@ def test_analyst_views_render_messages_as_the_catalogue_does(ch):
                         render("automation_exited", '{"reason":"goal_reached"}', "fr"))
     [(ip,)] = ch.rows("SELECT count() FROM {db}.v_contacts_in_scenarios WHERE account_id = {a:String}", {"a": account})
     assert ip == 0
+
+
+def test_every_table_view_and_column_an_analyst_reads_has_a_comment(ch):
+    """The README's promise: DESCRIBE tells what each column is (materialized views' own columns are
+    plumbing, their targets carry the comments; the migrations ledger is the runner's)."""
+    bare = ch.rows("SELECT table, name FROM system.columns WHERE database = {d:String} AND comment = '' "
+                   "AND table NOT LIKE '%\\\\_mv' AND table NOT LIKE '%\\\\_\\\\_%' AND table != 'schema_migrations' "
+                   "ORDER BY table, position", {"d": ch.database})
+    assert bare == []
+    tables = ch.rows("SELECT name FROM system.tables WHERE database = {d:String} AND comment = '' "
+                     "AND name NOT LIKE '%\\\\_mv' AND name NOT LIKE '%\\\\_\\\\_%' AND name NOT LIKE '.inner%' "
+                     "AND name != 'schema_migrations'", {"d": ch.database})
+    assert tables == []
