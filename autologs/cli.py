@@ -67,9 +67,16 @@ def migrate(plan: bool) -> None:
     from autologs import migrate as m
     from autologs.clickhouse import ClickHouse, ClickHouseUnavailable
 
+    settings = get_settings()
+    if _worker_holds_data(settings):
+        _fail("a worker holds the embedded ClickHouse and applied the migrations and the retention settings "
+              "when it started; stop it (`autologs stop --worker-only`) to run migrate, or read "
+              "{db}.schema_migrations with `autologs sql`")
     try:
-        ch = ClickHouse(get_settings())
+        ch = ClickHouse(settings)
         pending = m.plan(ch)
+        # Once the migrations are in, these would follow (a table a pending file creates is not counted).
+        retention = m.retention_changes(ch, settings)
     except (ClickHouseUnavailable, ValueError) as exc:
         _fail(str(exc))
     if plan:
@@ -77,7 +84,10 @@ def migrate(plan: bool) -> None:
             click.echo(f"pending: {mig.path.name}")
             for statement in mig.statements():
                 click.echo("    " + statement.splitlines()[0][:100] + " ...")
-        click.echo(f"{len(pending)} pending migration(s) in database {ch.database}")
+        for statement, what in retention:
+            click.echo(f"retention: {what}\n    {statement}")
+        click.echo(f"{len(pending)} pending migration(s), {len(retention)} retention change(s) in database "
+                   f"{ch.database}")
         return
     done = m.migrate(ch, progress=lambda mig: click.echo(f"applying {mig.path.name}"))
     for change in m.apply_retention(ch, get_settings()):

@@ -103,12 +103,9 @@ RETENTION_TABLES = {"event_log": "event_log_ttl_days", "scenario_log": "scenario
                     "event_log_by_time": "event_log_ttl_days", "scenario_log_by_contact": "scenario_log_ttl_days"}
 
 
-def apply_retention(ch: ClickHouse, settings) -> list[str]:
-    """Bring each log's TTL to its setting (after the migrations; idempotent, so safe at every start).
-
-    Retention is configuration, not schema: it is not a DDL file, and changing it needs no new file.
-    """
-    changed = []
+def retention_changes(ch: ClickHouse, settings) -> list[tuple[str, str]]:
+    """(statement, what it does) for each log whose TTL differs from its setting; nothing is changed."""
+    changes = []
     for table, setting in RETENTION_TABLES.items():
         days = getattr(settings, setting)
         current = ch.rows("SELECT create_table_query FROM system.tables WHERE database = {d:String} "
@@ -118,9 +115,19 @@ def apply_retention(ch: ClickHouse, settings) -> list[str]:
         has_ttl = " TTL " in current[0][0]
         wanted = f"toDateTime(occurred_at) + toIntervalDay({days})"
         if days > 0 and wanted not in current[0][0].replace("INTERVAL", "toIntervalDay"):
-            ch.command(f"ALTER TABLE {{db}}.{table} MODIFY TTL toDateTime(occurred_at) + INTERVAL {int(days)} DAY")
-            changed.append(f"{table}: rows kept {days} days")
+            changes.append((f"ALTER TABLE {{db}}.{table} MODIFY TTL toDateTime(occurred_at) + INTERVAL {int(days)} DAY",
+                            f"{table}: rows kept {days} days"))
         elif days == 0 and has_ttl:
-            ch.command(f"ALTER TABLE {{db}}.{table} REMOVE TTL")
-            changed.append(f"{table}: rows kept forever")
-    return changed
+            changes.append((f"ALTER TABLE {{db}}.{table} REMOVE TTL", f"{table}: rows kept forever"))
+    return changes
+
+
+def apply_retention(ch: ClickHouse, settings) -> list[str]:
+    """Bring each log's TTL to its setting (after the migrations; idempotent, so safe at every start).
+
+    Retention is configuration, not schema: it is not a DDL file, and changing it needs no new file.
+    """
+    changes = retention_changes(ch, settings)
+    for statement, _ in changes:
+        ch.command(statement)
+    return [what for _, what in changes]

@@ -189,7 +189,9 @@ def test_migrate_plan_cli_lists_nothing_after_migration(ch, tmp_root):
     applied = run_cli(env, "migrate")
     assert applied.returncode == 0 and "applying 0001_event_log.sql" in applied.stdout, applied.stderr
     again = run_cli(env, "migrate", "--plan")
-    assert again.returncode == 0 and "0 pending migration(s)" in again.stdout, again.stdout
+    assert again.returncode == 0 and "0 pending migration(s), 0 retention change(s)" in again.stdout, again.stdout
+    ttl = run_cli({**env, "AUTOLOGS_EVENT_LOG_TTL_DAYS": "30"}, "migrate", "--plan")  # configuration, not a file
+    assert "retention: event_log: rows kept 30 days" in ttl.stdout and "2 retention change(s)" in ttl.stdout, ttl.stdout
 
 
 def test_gc_policy_turns_the_automatic_collector_off_and_still_frees_cycles():
