@@ -554,14 +554,18 @@ def dlq_list(since, event_type) -> None:
     """One line per dead letter: id (partition:offset), time, type, source, reason."""
     from datetime import datetime, timezone
 
-    from replay.deadletters import list_letters
+    from replay.deadletters import list_letters, redriven_ids
 
-    letters = asyncio.run(list_letters(get_settings(), _since(since), event_type))
+    settings = get_settings()
+    letters = asyncio.run(list_letters(settings, _since(since), event_type))
+    done = asyncio.run(redriven_ids(settings))
     for dl in letters:
         when = datetime.fromtimestamp(dl.timestamp_ms / 1000, tz=timezone.utc).isoformat(timespec="seconds")
-        again = " (re-driven, failed again)" if dl.redrive_of else ""
+        notes = [note for flag, note in ((dl.redrive_of, "re-driven, failed again"), (dl.id in done, "re-driven"))
+                 if flag]
+        reason = dl.reason if len(dl.reason) <= 200 else dl.reason[:200].rsplit(" ", 1)[0] + " …"
         click.echo(f"{dl.id}\t{when}\t{dl.event_type}\t{dl.source_topic}[{dl.source_partition}]@"
-                   f"{dl.source_offset}\t{dl.reason[:160]}{again}")
+                   f"{dl.source_offset}\t{reason}" + (f" ({'; '.join(notes)})" if notes else ""))
     click.echo(f"{len(letters)} dead letter(s)", err=True)
 
 
@@ -569,6 +573,8 @@ def dlq_list(since, event_type) -> None:
 @click.argument("letter_id")
 def dlq_show(letter_id) -> None:
     """Everything about one letter (LETTER_ID is partition:offset), with its original bytes."""
+    from datetime import datetime, timezone
+
     from replay.deadletters import list_letters
 
     found = [dl for dl in asyncio.run(list_letters(get_settings(), unique=False)) if dl.id == letter_id]
@@ -577,6 +583,8 @@ def dlq_show(letter_id) -> None:
     dl = found[0]
     for name in ("id", "reason", "source_topic", "source_partition", "source_offset", "failed_at", "redrive_of"):
         click.echo(f"{name}: {getattr(dl, name)}")
+    sent = datetime.fromtimestamp(dl.source_timestamp_ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds")
+    click.echo(f"source_timestamp: {sent} ({dl.source_timestamp_ms} ms, the original message's Kafka timestamp)")
     click.echo(f"key: {dl.key!r}")
     click.echo("original:")
     click.echo((dl.original or b"").decode("utf-8", errors="replace"))

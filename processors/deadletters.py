@@ -43,7 +43,8 @@ class DeadLetter:
     dlq_partition: int = -1
     dlq_offset: int = -1
     redrive_of: str = ""  # set when this letter is a re-driven message that failed again
-    timestamp_ms: int = 0
+    timestamp_ms: int = 0  # when the dead letter was written
+    source_timestamp_ms: int = 0  # the original message's Kafka timestamp
 
     @property
     def id(self) -> str:
@@ -75,4 +76,5 @@ def parse_dead_letter(headers, key, value, partition: int = -1, offset: int = -1
         dlq_offset=offset,
         redrive_of=h.get(H_REDRIVE_OF, ""),
         timestamp_ms=timestamp_ms,
+        source_timestamp_ms=int(h.get(H_TIMESTAMP) or 0),
     )

@@ -169,6 +169,8 @@ def test_dead_letters_redriven_land_once_or_return_once(settings, tmp_root):
         assert listed.returncode == 0
         lines = [line.split("\t") for line in listed.stdout.splitlines()]
         assert len(lines) == 2
+        shown = run_cli(worker.env, "dlq", "show", lines[0][0])
+        assert shown.returncode == 0 and "source_timestamp: 20" in shown.stdout and "reason:" in shown.stdout
         by_type = {line[2]: line[0] for line in lines}
         fix = tmp_root / f"{names.prefix}-fix.jsonl"
         # A correction that is still invalid, or for no letter, is refused whole: nothing is sent.
@@ -206,6 +208,7 @@ def test_dead_letters_redriven_land_once_or_return_once(settings, tmp_root):
         listed = run_cli(worker.env, "dlq", "list").stdout.splitlines()
         again = [line for line in listed if "failed again" in line]
         assert len(listed) == 3 and len(again) == 1 and "sms_delivered" in again[0]
+        assert sum(line.endswith("(re-driven)") for line in listed) == 2  # the two first letters are marked
         res = run_cli(worker.env, "sql", "--format", "json",
                   "SELECT event_id, email, count() AS n FROM {db}.event_log FINAL GROUP BY event_id, email "
                   "ORDER BY event_id")
