@@ -13,8 +13,15 @@ COMMON = [
 ]
 
 
+ACCOUNT = ("account", "Optional: the key's own account (another one answers 403). The local admin key must name it.")
+SCHEMAS = {"limit": {"type": "integer", "minimum": 1, "maximum": views.MAX_PAGE, "default": views.DEFAULT_PAGE},
+           "lang": {"type": "string", "enum": ["en", "fr"], "default": "en"},
+           "tz": {"type": "string", "default": "UTC"}}
+
+
 def _param(name: str, description: str) -> dict:
-    return {"name": name, "in": "query", "required": False, "description": description, "schema": {"type": "string"}}
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": SCHEMAS.get(name, {"type": "string"})}
 
 
 def _errors() -> dict:
@@ -28,35 +35,46 @@ def document() -> dict:
     paths: dict = {}
     for view in views.VIEWS:
         filters = [_param(name, f"Filter on {name}.") for name in views.FILTERS[view]]
-        params = [_param(n, d) for n, d in COMMON] + filters
+        params = [_param(n, d) for n, d in (*COMMON, ACCOUNT)] + filters
         paths[f"/api/v1/{view}"] = {"get": {
             "summary": f"A page of {view}, newest first (keyset pagination)", "parameters": params,
             "responses": {"200": {"description": "rows, columns and next_cursor",
                                   "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Page"}}}},
                           **_errors()}}}
         paths[f"/api/v1/{view}.csv"] = {"get": {
-            "summary": f"CSV dump of {view} for the date range (streamed; same filters)",
+            "summary": f"CSV dump of {view} for the date range (streamed; same filters; limit and cursor are "
+                       "refused: a dump is every row of the range)",
             "parameters": [p for p in params if p["name"] not in ("limit", "cursor")],
             "responses": {"200": {"description": "CSV, UTF-8, RFC 4180", "content": {"text/csv": {}}}, **_errors()}}}
         paths[f"/api/v1/{view}/{{row_id}}"] = {"get": {
             "summary": "Every technical field of one line (the expanded log)",
-            "parameters": [{"name": "row_id", "in": "path", "required": True, "schema": {"type": "string"}}],
-            "responses": {"200": {"description": "the line"}, "404": {"description": "no such line"}, **_errors()}}}
+            "parameters": [{"name": "row_id", "in": "path", "required": True, "schema": {"type": "string"}},
+                           *(_param(n, d) for n, d in COMMON if n in ("tz", "lang")), _param(*ACCOUNT)],
+            "responses": {"200": {"description": "the line: every field of the table, typed; dates in tz",
+                                  "content": {"application/json": {"schema": {"type": "object"}}}},
+                          "404": {"description": "no such line in this account"}, **_errors()}}}
     paths["/api/v1/contacts/remove"] = {"post": {
         "summary": "Remove up to 50 contacts from a scenario",
         "requestBody": {"required": True, "content": {"application/json": {"schema": {
             "type": "object", "required": ["scenario", "contacts"],
             "properties": {"scenario": {"type": "string"},
-                           "contacts": {"type": "array", "maxItems": 50, "items": {"type": "string"}},
-                           "at": {"type": "string", "format": "date-time"}, "by": {"type": "string"}}}}}},
-        "responses": {"200": {"description": "removed, and contacts not in the scenario with the reason"},
-                      **_errors()}}}
+                           "contacts": {"type": "array", "minItems": 1, "maxItems": 50,
+                                        "items": {"oneOf": [{"type": "string", "description": "email"},
+                                                            {"type": "integer", "description": "contact id"}]}},
+                           "at": {"type": "string", "format": "date-time",
+                                  "description": "time of the removal; default now; not in the future"},
+                           "by": {"type": "string", "description": "who removes them (kept in the log)"}}}}}},
+        "parameters": [_param(*ACCOUNT)],
+        "responses": {"200": {"description": "removed, and contacts not in the scenario with the reason",
+                              "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Removal"}}}},
+                      "405": {"description": "GET: this endpoint takes a POST"}, **_errors()}}}
     return {
         "openapi": "3.0.3",
         "info": {"title": "autologs API", "version": "1",
                  "description": "Event logs, scenario logs and contacts in scenarios of one account."},
         "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
+                                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
             "schemas": {
                 "Error": {"type": "object", "properties": {"error": {"type": "string"}}},
                 "Page": {"type": "object", "properties": {
@@ -64,8 +82,13 @@ def document() -> dict:
                     "rows": {"type": "array", "items": {"type": "object"}},
                     "next_cursor": {"type": "string", "nullable": True},
                     "from": {"type": "string"}, "to": {"type": "string"}, "tz": {"type": "string"}}},
+                "Removal": {"type": "object", "properties": {
+                    "request_id": {"type": "string"},
+                    "removed": {"type": "array", "items": {"type": "string"}},
+                    "not_in_scenario": {"type": "array", "items": {"type": "object", "properties": {
+                        "contact": {"type": "string"}, "reason": {"type": "string"}}}}}},
             },
         },
-        "security": [{"bearer": []}],
+        "security": [{"bearer": []}, {"apiKey": []}],
         "paths": paths,
     }

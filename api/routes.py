@@ -6,6 +6,8 @@ Every request carries an API key bound to one account, and reads or changes only
 """
 from __future__ import annotations
 
+from functools import partial
+
 import asyncio
 from dataclasses import dataclass
 from datetime import datetime
@@ -85,8 +87,13 @@ def make_routes(ctx: ApiContext) -> list[web.RouteDef]:
 
     async def one_row(request: web.Request) -> web.Response:
         view, account = view_of(request), await account_of(request)
+        params = params_of(request)
+        unknown = sorted(set(params) - {"tz", "lang"})
+        if unknown:
+            return _error(400, f"unknown parameter {unknown[0]!r} for one line; known: tz, lang")
         try:
-            row = await ctx.ch.run(views.detail, ctx.ch, view, account, request.match_info["row_id"])
+            row = await ctx.ch.run(partial(views.detail, tz=params.get("tz") or "UTC", lang=params.get("lang") or "en"),
+                                   ctx.ch, view, account, request.match_info["row_id"])
         except views.QueryError as exc:
             return _error(400, str(exc))
         return _json(row) if row is not None else _error(404, "no such line in this account")

@@ -207,3 +207,18 @@ def test_openapi_document_lists_every_endpoint(running):
     for view in ("events", "scenarios", "contacts"):
         assert {f"/api/v1/{view}", f"/api/v1/{view}.csv", f"/api/v1/{view}/{{row_id}}"} <= set(paths)
     assert "/api/v1/contacts/remove" in paths
+    doc = orjson.loads(body)
+    assert {"bearer", "apiKey"} <= set(doc["components"]["securitySchemes"])
+    page = {p["name"]: p for p in paths["/api/v1/events"]["get"]["parameters"]}
+    assert page["limit"]["schema"]["maximum"] == 1000 and "account" in page and "email" in page
+    detail = {p["name"] for p in paths["/api/v1/events/{row_id}"]["get"]["parameters"]}
+    assert {"row_id", "tz", "lang", "account"} <= detail
+
+
+def test_a_line_is_shown_in_the_asked_zone_and_unknown_parameters_are_refused(running):
+    worker, keys = running
+    key = keys["acct-story"]
+    status, body, _ = call(worker, "events/story-05", key, {"tz": "Europe/Paris"})
+    assert status == 200 and orjson.loads(body)["occurred_at"].endswith("+01:00"), body
+    status, body, _ = call(worker, "events/story-05", key, {"tzz": "Europe/Paris"})
+    assert status == 400 and b"tzz" in body
