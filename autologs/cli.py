@@ -381,6 +381,55 @@ def keys_create(account: str, label: str) -> None:
     click.echo(key)
 
 
+def _keys_call(body: dict) -> dict:
+    """The worker's /admin/keys when it holds the data, else the same action here."""
+    settings = get_settings()
+    if _worker_holds_data(settings):
+        from autologs.processes import worker_post
+
+        return worker_post(settings, "/admin/keys", body, timeout=30)
+    from autologs import migrate as m
+    from autologs.clickhouse import ClickHouse
+    from autologs.keys import list_keys, revoke_key
+
+    ch = ClickHouse(settings)
+    m.migrate(ch)
+    if body["action"] == "list":
+        return {"keys": list_keys(ch, body["account"])}
+    if not revoke_key(ch, body["account"], body["key_id"]):
+        raise RuntimeError(f"no key {body['key_id']!r} in account {body['account']!r}; "
+                           "`autologs keys list --account A` shows them")
+    return {"revoked": True}
+
+
+@keys.command("list")
+@click.option("--account", required=True)
+def keys_list(account: str) -> None:
+    """The account's keys: id, creation time, label, revoked or not (never the secrets)."""
+    try:
+        found = _keys_call({"action": "list", "account": account})["keys"]
+    except Exception as exc:
+        _fail(str(exc))
+    for k in found:
+        click.echo(f"al_{k['key_id']}\t{k['created_at']}\t{'revoked' if k['revoked'] else 'active'}\t{k['label']}")
+    click.echo(f"{len(found)} key(s)", err=True)
+
+
+@keys.command("revoke")
+@click.option("--account", required=True)
+@click.argument("key_id")
+def keys_revoke(account: str, key_id: str) -> None:
+    """Revoke KEY_ID (al_<id> as `keys list` shows it, or the whole key): it opens nothing any more.
+
+    Through the worker it applies at once; an `autologs api` process may honour it for up to 30 s (its cache).
+    """
+    try:
+        _keys_call({"action": "revoke", "account": account, "key_id": key_id})
+    except Exception as exc:
+        _fail(str(exc))
+    click.echo(f"revoked {key_id.split('.', 1)[0]}")
+
+
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True)

@@ -26,6 +26,30 @@ def create_key(ch: ClickHouse, account_id: str, label: str = "") -> str:
     return f"al_{key_id}.{secret}"
 
 
+def list_keys(ch: ClickHouse, account_id: str) -> list[dict]:
+    """The account's keys (never their secrets), newest first."""
+    rows = ch.rows("SELECT key_id, label, created_at, revoked FROM {db}.api_keys FINAL "
+                   "WHERE account_id = {a:String} ORDER BY created_at DESC", {"a": account_id})
+    return [{"key_id": k, "label": label, "created_at": created.isoformat(timespec="seconds"), "revoked": bool(r)}
+            for k, label, created, r in rows]
+
+
+def revoke_key(ch: ClickHouse, account_id: str, key_id: str) -> bool:
+    """Revoke one key of the account (`key_id`: the part after `al_`, or the whole key); False if unknown.
+
+    A newer version of its row with `revoked = 1` (the table keeps the last version of each key)."""
+    m = _FORMAT.match(key_id.strip())
+    key_id = m.group(1) if m else key_id.strip().removeprefix("al_")
+    rows = ch.rows("SELECT secret_hash, label, created_at FROM {db}.api_keys FINAL "
+                   "WHERE account_id = {a:String} AND key_id = {k:String}", {"a": account_id, "k": key_id})
+    if not rows:
+        return False
+    secret_hash, label, created_at = rows[0]
+    ch.insert("api_keys", [[account_id, key_id, secret_hash, label, created_at, 1, time.time_ns()]],
+              ["account_id", "key_id", "secret_hash", "label", "created_at", "revoked", "version"])
+    return True
+
+
 class KeyRing:
     """Resolves a presented key to its account, caching verified keys for a short while."""
 
@@ -33,6 +57,10 @@ class KeyRing:
         self.ch = ch
         self.ttl_s = ttl_s
         self._cache: dict[str, tuple[str, float]] = {}
+
+    def forget(self) -> None:
+        """Drop the cached keys (after a revocation in this process: it applies at once)."""
+        self._cache.clear()
 
     def account_for(self, presented: str | None) -> str | None:
         if not presented:

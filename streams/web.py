@@ -10,7 +10,7 @@ from faust.web import Request, Response, View
 from api.routes import ApiContext, make_routes
 from autologs.admin import HEADER, admin_key_matches
 from autologs.clickhouse import ClickHouse, refuse_unless_read
-from autologs.keys import KeyRing, create_key
+from autologs.keys import KeyRing, create_key, list_keys, revoke_key
 from streams.app import app, settings
 
 
@@ -52,7 +52,8 @@ class AdminSql(View):
 
 @app.page("/admin/keys")
 class AdminKeys(View):
-    """POST {"account": "...", "label": "..."} with the admin key: a new API key, shown once."""
+    """POST {"account": "...", "label": "..."} with the admin key: a new API key, shown once.
+    {"action": "list", "account"}: the account's keys; {"action": "revoke", "account", "key_id"}: revoke one."""
 
     async def post(self, request: Request) -> Response:
         from processors.agents import pipeline
@@ -61,8 +62,18 @@ class AdminKeys(View):
             return self.json({"error": "admin key missing or wrong"}, status=401)
         body = await request.json()
         ch = pipeline().ch
+        account, action = str(body.get("account", "")), body.get("action", "create")
+        if action == "list":
+            return self.json({"keys": await ch.run(list_keys, ch, account)})
+        if action == "revoke":
+            if not await ch.run(revoke_key, ch, account, str(body.get("key_id", ""))):
+                return self.json({"error": f"no key {body.get('key_id')!r} in account {account!r}; "
+                                           "`autologs keys list --account A` shows them"}, status=404)
+            if _key_ring is not None:
+                _key_ring.forget()
+            return self.json({"revoked": True})
         try:
-            key = await ch.run(create_key, ch, str(body.get("account", "")), str(body.get("label", "")))
+            key = await ch.run(create_key, ch, account, str(body.get("label", "")))
         except ValueError as exc:
             return self.json({"error": str(exc)}, status=400)
         return self.json({"key": key, "account": body.get("account")})
@@ -105,10 +116,15 @@ class AdminReplay(View):
         return self.json({"started": True}, status=202)
 
 
+_key_ring: KeyRing | None = None
+
+
 def mount_api() -> None:
     """The account API on the worker's web server, with a reader of its own (its own threads)."""
+    global _key_ring
     reader = ClickHouse(settings, threads=4)
-    app.web.web_app.router.add_routes(make_routes(ApiContext(settings, reader, KeyRing(reader))))
+    _key_ring = KeyRing(reader)
+    app.web.web_app.router.add_routes(make_routes(ApiContext(settings, reader, _key_ring)))
 
 
 mount_api()

@@ -199,6 +199,25 @@ def test_a_refused_write_leaves_the_worker_writing(running, settings):
     assert out.returncode == 0 and orjson.loads(out.stdout)["n"] == 1, out.stderr
 
 
+def test_a_revoked_key_opens_nothing_at_once(running):
+    worker, _ = running
+    out = run_cli(worker.env, "keys", "create", "--account", "acct-other", "--label", "leaked")
+    assert out.returncode == 0, out.stderr
+    key = out.stdout.strip()
+    assert call(worker, "events", key, RANGE)[0] == 200  # and now cached by the worker
+    listed = run_cli(worker.env, "keys", "list", "--account", "acct-other")
+    assert listed.returncode == 0 and f"{key.split('.')[0]}\t" in listed.stdout and "\tleaked" in listed.stdout
+    assert key.split(".")[1] not in listed.stdout  # never the secret
+    out = run_cli(worker.env, "keys", "revoke", "--account", "acct-other", key.split(".")[0])
+    assert out.returncode == 0, out.stderr
+    assert call(worker, "events", key, RANGE)[0] == 401
+    line = [x for x in run_cli(worker.env, "keys", "list", "--account", "acct-other").stdout.splitlines()
+            if x.startswith(key.split(".")[0])]
+    assert line and "\trevoked\t" in line[0]
+    out = run_cli(worker.env, "keys", "revoke", "--account", "acct-story", key.split(".")[0])  # another account's
+    assert out.returncode == 1 and "no key" in out.stderr
+
+
 def test_openapi_document_lists_every_endpoint(running):
     worker, _ = running
     status, body, _ = call(worker, "openapi.json")
