@@ -737,11 +737,17 @@ cli.add_command(simulate_command)
 def main() -> None:
     from autologs.config import BadSettings
 
+    from aiokafka.errors import KafkaConnectionError
+
     try:
         cli()
     except BadSettings as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except KafkaConnectionError as exc:
+        click.echo(f"error: cannot reach Kafka at {get_settings().kafka_bootstrap} ({exc}). Start the project's "
+                   "broker (`autologs broker start`) or set AUTOLOGS_KAFKA_BOOTSTRAP to yours.", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -144,7 +144,7 @@ def run_demo(settings: Settings, contacts: int, seed: int) -> None:
                           "FROM {db}.enrollment_state FINAL WHERE status IN ('active', 'waiting') "
                           "GROUP BY ALL ORDER BY account_id, scenario_name, step_id, status")
 
-    section("8. Removing 3 contacts from a scenario (as an operator would)")
+    section("8. Removing contacts from a scenario (as an operator would)")
     _, picked = worker_query(settings, (
         "SELECT account_id, scenario_id, email FROM {db}.enrollment_state FINAL "
         "WHERE status IN ('active', 'waiting') AND entered_at >= fromUnixTimestamp64Milli({day_from:Int64}, 'UTC') "

@@ -9,6 +9,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+
+import orjson
 from pathlib import Path
 
 from autologs.config import Settings
@@ -109,7 +111,8 @@ def read_query(settings: Settings, query: str, parameters: dict | None = None) -
     if settings.embedded and worker_health(settings) is not None:
         return worker_query(settings, query, parameters)
     result = ClickHouse(settings).query(query, parameters, settings={"readonly": 2})
-    return list(result.column_names), [list(r) for r in result.result_rows]
+    # The same values as through the worker's JSON (dates as ISO 8601), whichever way the query went.
+    return list(result.column_names), orjson.loads(orjson.dumps([list(r) for r in result.result_rows], default=str))
 
 
 def worker_api(settings: Settings, path: str, params: dict[str, str], timeout: float = 120.0):
