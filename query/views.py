@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo, available_timezones
 import orjson
 
 from schemas.events import EVENT_TYPES
-from schemas.messages import LANGUAGES, WORKFLOW_POINTS, render, sql_render_expression
+from schemas.messages import ENROLLMENT_STATUSES, LANGUAGES, WORKFLOW_POINTS, render, sql_render_expression
 
 VIEWS = ("events", "scenarios", "contacts")
 MAX_PAGE = 1000
@@ -175,7 +175,7 @@ SPECS: dict[str, View] = {
     "scenarios": View(
         "scenario_log", "occurred_at", ("scenario_id", "source_event_id"), "concat(scenario_id, '|', source_event_id)",
         (("date", _date("occurred_at")), ("user_email", "email"), ("scenario_name", "scenario_name"),
-         ("step_id", "step_id"), ("start_id", "start_id"),
+         ("scenario_id", "scenario_id"), ("step_id", "step_id"), ("start_id", "start_id"),
          ("workflow_points", _translated("workflow_point", WORKFLOW_POINTS)), ("type", "toString(type)"),
          ("message", lambda lang: sql_render_expression("message_code", "message_params", lang, "tz"))),
         {"email": _email("email"), "contact_id": _eq("contact_id", _uint64, "UInt64"), "scenario": _eq("scenario_id"),
@@ -189,8 +189,10 @@ SPECS: dict[str, View] = {
         by_email="scenario_log_by_contact"),
     "contacts": View(
         "enrollment_state", "entered_at", ("scenario_id", "contact_key"), "concat(scenario_id, '|', contact_key)",
-        (("email", "email"), ("contact_id", _uint("contact_id")), ("scenario", "scenario_name"), ("step", "step_id"),
-         ("status", "toString(status)"), ("entered_at", _date("entered_at"))),
+        (("email", "email"), ("contact_id", _uint("contact_id")), ("scenario", "scenario_name"),
+         ("scenario_id", "scenario_id"), ("step", "step_id"),
+         ("status", _translated("status", ENROLLMENT_STATUSES)),
+         ("entered_at", _date("entered_at"))),
         {"email": _email("email"), "contact_id": _eq("contact_id", _uint64, "UInt64"), "scenario": _eq("scenario_id"),
          "step": _eq("step_id"), "status": _status},
         defaults=(("status", "active,waiting"),), default_range=False,

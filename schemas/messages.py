@@ -49,6 +49,13 @@ EXIT_REASONS = {
     "other": {"en": "other", "fr": "autre"},
 }
 
+ENROLLMENT_STATUSES = {  # of an enrollment (contacts in scenarios)
+    "active": {"en": "active", "fr": "actif"},
+    "waiting": {"en": "waiting", "fr": "en attente"},
+    "exited": {"en": "exited", "fr": "sorti"},
+    "removed": {"en": "removed", "fr": "supprimé"},
+}
+
 WORKFLOW_POINTS = {
     "started": {"en": "started", "fr": "démarré"},
     "restarted": {"en": "restarted", "fr": "redémarré"},
