@@ -147,12 +147,15 @@ def worker(loglevel: str) -> None:
 @cli.command()
 @click.argument("source", type=click.File("rb"), default="-")
 @click.option("--all-or-nothing", is_flag=True, help="Send nothing when any line is rejected.")
-def produce(source, all_or_nothing: bool) -> None:
+@click.option("--rejects", type=click.File("wb"),
+              help="Also write each rejected line to this file, as JSON lines {\"line\", \"reason\", \"value\"}: "
+                   "fix the values and produce them again.")
+def produce(source, all_or_nothing: bool, rejects) -> None:
     """Publish JSON lines (one event per line) from SOURCE (a file, or - for stdin) to the events topic.
 
     Every line is checked against the event schemas first; rejected lines are listed with their
-    reason and are not sent. Accepted lines are sent and acknowledged by the broker before the
-    summary is printed.
+    reason and are not sent (--rejects keeps them in a file). Accepted lines are sent and acknowledged
+    by the broker before the summary is printed.
     """
     from pydantic import ValidationError
 
@@ -172,7 +175,11 @@ def produce(source, all_or_nothing: bool) -> None:
             ev = EVENT_ADAPTER.validate_json(line)
         except ValidationError as exc:
             rejected += 1
-            click.echo(f"line {number}: rejected: {explain(exc)}", err=True)
+            reason = explain(exc)
+            click.echo(f"line {number}: rejected: {reason}", err=True)
+            if rejects is not None:
+                rejects.write(orjson.dumps({"line": number, "reason": reason,
+                                            "value": line.decode("utf-8", errors="replace")}) + b"\n")
             continue
         accepted.append((partition_key(ev["account_id"], ev["email"], ev["contact_id"]), line))
     if rejected and all_or_nothing:

@@ -232,3 +232,19 @@ async def test_a_second_worker_joining_mid_stream_loses_nothing(settings, worker
         w.stop()
         ids |= {r["event_id"] for r in w.sql("SELECT DISTINCT event_id FROM {db}.event_log")}
     assert len(ids) == sent
+
+
+def test_produce_sends_the_valid_lines_and_keeps_the_rejected_ones_with_their_reason(settings, tmp_path):
+    from tests.support import run_cli
+
+    prefix = f"{settings.topic_prefix}-produce-{uuid.uuid4().hex[:6]}"
+    source = tmp_path / "events.jsonl"
+    bad = dict(example("track", 2), event_name="order created!")
+    source.write_bytes(b"\n".join(orjson.dumps(e) for e in (example("page", 0), bad, example("form", 1))) + b"\n")
+    rejects = tmp_path / "rejects.jsonl"
+    env = {**os.environ, "AUTOLOGS_TOPIC_PREFIX": prefix, "AUTOLOGS_DATA_DIR": str(tmp_path / "data")}
+    out = run_cli(env, "produce", str(source), "--rejects", str(rejects))
+    assert out.returncode == 1 and "2 event(s) sent" in out.stdout and "1 line(s) rejected" in out.stdout, out.stderr
+    assert "line 2: rejected: event_name" in out.stderr
+    [kept] = [orjson.loads(line) for line in rejects.read_bytes().splitlines()]
+    assert kept["line"] == 2 and kept["reason"].startswith("event_name") and orjson.loads(kept["value"]) == bad
