@@ -86,6 +86,8 @@ def _params(ev: Envelope) -> tuple[str, dict]:
         return t, {"name": ev["event_name"]}
     if t in ("page", "track_link"):
         return t, {"url": ev["url"]}
+    if t.startswith("templates_") and not ev.get("template_id"):  # an email sent without a template
+        return t, {"name": ev.get("template_name") or ev.get("message_id") or ""}
     for name, ident in (("form_name", "form_id"), ("list_name", "list_id"), ("campaign_name", "campaign_id"),
                         ("template_name", "template_id")):
         if ident in ev and ev.get(ident) is not None:

@@ -185,7 +185,9 @@ class CampaignUnsubscribed(_CampaignEmail):
 
 # --- transactional (template) email --------------------------------------------------------------
 class _TemplateEmail(Envelope):
-    template_id: UInt64  # type: ignore[misc]  # required here
+    # An email sent without a template (its HTML given with the send) has no template id; webhooks then send
+    # none, or 0. The message id names the email either way.
+    template_id: Annotated[Union[UInt64, None], AfterValidator(lambda v: v or None), Field(default=None)]
     template_name: NameOr
     message_id: Annotated[str, Field(min_length=1, max_length=256)]  # type: ignore[misc]
 

@@ -32,9 +32,9 @@ EXAMPLES: dict[str, dict] = {
     "campaign_opened": {"campaign_id": 7},
     "campaign_clicked": {"campaign_id": 7, "url": "https://example.com/c"},
     "campaign_unsubscribed": {"campaign_id": 7},
-    "templates_opened": {"template_id": 3, "message_id": "<m1@mail>"},
-    "templates_clicked": {"template_id": 3, "message_id": "<m1@mail>", "url": "https://example.com/t"},
-    "templates_unsubscribed": {"template_id": 3, "message_id": "<m1@mail>"},
+    "templates_opened": {"message_id": "<m1@mail>"},
+    "templates_clicked": {"message_id": "<m1@mail>", "url": "https://example.com/t"},
+    "templates_unsubscribed": {"message_id": "<m1@mail>"},
     "automation_started": {"automation_id": "a1"},
     "automation_restarted": {"automation_id": "a1"},
     "automation_step_reached": {"automation_id": "a1", "step_id": "s1"},
@@ -150,6 +150,18 @@ def test_a_removal_command_more_than_a_day_ahead_is_refused():
     assert COMMAND_ADAPTER.validate_python(command | {"requested_at": soon}).requested_at <= soon
     with pytest.raises(ValidationError, match="more than 24 hours in the future"):
         COMMAND_ADAPTER.validate_python(command | {"requested_at": "2099-01-01T00:00:00Z"})
+
+
+def test_a_transactional_email_without_a_template_is_named_by_its_message():
+    """Sent without a template, an email has no template id (webhooks send none, or 0)."""
+    from processors.scenarios import _params
+
+    for missing in ({"template_id": _DROP}, {"template_id": 0}, {"template_id": None}):
+        event = valid(example("templates_opened", template_name=_DROP, **missing))
+        assert event["template_id"] is None
+        assert _params(event) == ("templates_opened", {"name": "<m1@mail>"})
+    named = valid(example("templates_opened", template_id=7, template_name="Receipt"))
+    assert _params(named) == ("templates_opened", {"name": "Receipt"})
 
 
 def test_naive_occurred_at_is_taken_as_utc():
