@@ -27,7 +27,7 @@ class Validated:
 
 # What a pattern allows, in words (schemas/events.py holds the patterns).
 PATTERN_HINTS = {
-    "event_name": "1 to 255 letters, digits, '_' or '-'",
+    "event_name": "a name without control characters (tabs, line breaks) and not only spaces",
     "account_id": "letters, digits, '_', '.' or '-'",
 }
 

@@ -23,7 +23,10 @@ MAX_FUTURE = timedelta(hours=24)
 INTERNAL_REQUEST = {"en": "internal request", "fr": "requête interne"}
 
 _EMAIL = re.compile(r"^[^@\s\"(),:;<>\[\]\\]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
-EVENT_NAME = r"^[A-Za-z0-9_-]{1,255}$"
+# The tracker takes any name ("Order Completed", "checkout.started"); the Events API is stricter (letters,
+# digits, '_', '-'). Both fit here: 1 to 255 characters, no control characters, not only spaces.
+EVENT_NAME = r"^[^\x00-\x1f\x7f]*[^\x00-\x20\x7f][^\x00-\x1f\x7f]*$"
+EVENT_NAME_MAX = 255
 Id = Annotated[str, Field(min_length=1, max_length=128)]
 # Ids stored in UInt64 columns; strict: a JSON bool or a string is not an id.
 UInt64 = Annotated[int, Field(ge=0, le=2**64 - 1, strict=True)]
@@ -99,6 +102,12 @@ def _properties_size(v: dict[str, Any]) -> dict[str, Any]:
     return v
 
 
+def _eventdata_size(v: dict[str, Any] | None) -> dict[str, Any] | None:
+    if v and len(orjson.dumps(v)) > MAX_PROPERTIES_BYTES:
+        raise ValueError(f"eventdata exceeds {MAX_PROPERTIES_BYTES // 1024} KB")
+    return v or None
+
+
 def _wait_until_utc(v: datetime | None) -> datetime | None:
     if v is None:
         return None
@@ -133,7 +142,10 @@ class TrackEvent(Envelope):
     """A custom event sent with the tracker's `track` method (e.g. order_created)."""
 
     type: Literal["track"]
-    event_name: Annotated[str, Field(pattern=EVENT_NAME)]
+    event_name: Annotated[str, Field(min_length=1, max_length=EVENT_NAME_MAX, pattern=EVENT_NAME)]
+    # The tracker's `eventdata` ({"id": ..., "data": {...}} about the event, beside `properties` about the
+    # contact): kept as sent, in the event log's `details`.
+    eventdata: Annotated[Union[dict[str, Any], None], AfterValidator(_eventdata_size), Field(default=None)]
 
 
 class LinkClick(Envelope):
