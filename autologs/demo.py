@@ -115,11 +115,11 @@ def run_demo(settings: Settings, contacts: int, seed: int) -> None:
                f"applied: a day published again, or past the allowed lateness; logged, not derived again)")
 
     section("4. Event log of that day: events by type")
-    print_query(settings, "SELECT event_type, count() AS events, countIf(ip = '') AS internal "
-                          f"FROM {{db}}.event_log FINAL WHERE {DAY} GROUP BY event_type ORDER BY events DESC", day)
+    print_query(settings, "SELECT event_type, count() AS events, countIf(ip = 'internal request') AS internal "
+                          f"FROM {{db}}.v_event_log WHERE {DAY} GROUP BY event_type ORDER BY events DESC", day)
     section("   a few event-log rows (newest first)")
-    print_query(settings, f"SELECT {UTC_TIME} AS occurred_at_utc, account_id, event_type, source_name, email, "
-                          "if(ip = '', 'internal request', ip) AS ip FROM {db}.event_log FINAL "
+    print_query(settings, f"SELECT {UTC_TIME} AS occurred_at_utc, account_id, event_type, name, email, ip "
+                          "FROM {db}.v_event_log "
                           f"WHERE {DAY} ORDER BY occurred_at DESC, event_id LIMIT 8", day)
 
     section("5. Dead letters (original bytes kept; reason and source in headers)")

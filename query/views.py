@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo, available_timezones
 
 import orjson
 
-from schemas.events import EVENT_TYPES
+from schemas.events import EVENT_TYPES, INTERNAL_REQUEST, IP_UNKNOWN_TYPES
 from schemas.messages import ENROLLMENT_STATUSES, LANGUAGES, WORKFLOW_POINTS, render, sql_render_expression
 
 VIEWS = ("events", "scenarios", "contacts")
@@ -37,7 +37,6 @@ MAX_PAGE = 1000
 DEFAULT_PAGE = 50
 DEFAULT_DAYS = 7
 COMMON = ("from", "to", "tz", "lang", "limit", "cursor")
-INTERNAL = {"en": "internal request", "fr": "requête interne"}
 STATUSES = ("active", "waiting", "exited", "removed")
 MAX_VALUE = 1000  # characters of one filter value
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -51,6 +50,15 @@ class QueryError(ValueError):
 def lit(text: str) -> str:
     """A SQL string literal of one of *our* constants (user values are never formatted into SQL)."""
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+_UNKNOWN_IP = f"event_type IN ({', '.join(lit(t) for t in IP_UNKNOWN_TYPES)})"
+
+
+def shown_ip(lang: str) -> str:
+    """The ip column as shown: the address, "internal request" when the platform triggered the event, or
+    empty when the contact's address is unknown (schemas.events.IP_UNKNOWN_TYPES)."""
+    return f"if(ip != '', ip, if({_UNKNOWN_IP}, '', {lit(INTERNAL_REQUEST[lang])}))"
 
 
 def _date(col: str) -> str:
@@ -119,10 +127,10 @@ def _contains(column: str):
     return build
 
 
-@_reads("ip")
+@_reads("ip", "event_type")
 def _ip(name: str, raw: str):
     if raw.lower() == "internal":
-        return "ip = ''", {}
+        return f"ip = '' AND NOT {_UNKNOWN_IP}", {}
     return "ip = {f_ip:String}", {"f_ip": _text(name, raw)}
 
 
@@ -163,7 +171,7 @@ SPECS: dict[str, View] = {
         "event_log", "occurred_at", ("event_id",), "event_id",
         (("date", _date("occurred_at")), ("type", "toString(event_type)"), ("name", "source_name"),
          ("email", "email"), ("contact_id", _uint("contact_id")),
-         ("ip", lambda lang: f"if(ip = '', {lit(INTERNAL[lang])}, ip)"), ("event_name", "event_name"),
+         ("ip", shown_ip), ("event_name", "event_name"),
          ("url", "url"), ("message_id", "message_id"), ("template_id", _uint("template_id")),
          ("campaign_id", _uint("campaign_id")), ("scenario", "automation_id"), ("step_id", "step_id")),
         {"email": _email("email"), "contact_id": _eq("contact_id", _uint64, "UInt64"),

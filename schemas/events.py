@@ -21,6 +21,11 @@ from typing_extensions import TypedDict  # pydantic needs typing_extensions' Typ
 MAX_PROPERTIES_BYTES = 50 * 1024
 MAX_FUTURE = timedelta(hours=24)
 INTERNAL_REQUEST = {"en": "internal request", "fr": "requête interne"}
+# Without an `ip`, an event was triggered by the platform itself ("internal request"), except a contact's
+# email engagement: the email services' webhooks never carry the contact's IP, so there it is unknown
+# (shown empty), not internal.
+IP_UNKNOWN_TYPES = ("campaign_opened", "campaign_clicked", "campaign_unsubscribed",
+                    "templates_opened", "templates_clicked", "templates_unsubscribed")
 
 _EMAIL = re.compile(r"^[^@\s\"(),:;<>\[\]\\]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
 # The tracker takes any name ("Order Completed", "checkout.started"); the Events API is stricter (letters,

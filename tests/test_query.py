@@ -26,7 +26,7 @@ from processors.validate import RawMessage
 from query import csv_export, views
 from query.csv_export import csv_chunks, escape_cell, export_csv
 from query.views import QueryError
-from schemas.events import EVENT_ADAPTER, EVENT_TYPES
+from schemas.events import EVENT_ADAPTER, EVENT_TYPES, IP_UNKNOWN_TYPES
 from schemas.messages import CATALOGUE, EXIT_REASONS, LANGUAGES, render, sql_render_expression
 from schemas.rows import EVENT_LOG_COLUMNS, Source, event_log_row
 from tests import story
@@ -157,7 +157,7 @@ def _event_cases():
         ("event_name", "order_created", where(lambda c: c["event_name"] == "order_created")),
         ("name", "newsletter", where(lambda c: "newsletter" in c["source_name"].lower())),
         ("ip", "203.0.113.7", where(lambda c: c["ip"] == "203.0.113.7")),
-        ("ip", "internal", where(lambda c: c["ip"] == "")),
+        ("ip", "internal", where(lambda c: c["ip"] == "" and c["event_type"] not in IP_UNKNOWN_TYPES)),
         ("message_id", "<r1@relay.example>", where(lambda c: c["message_id"] == "<r1@relay.example>")),
         ("template_id", "12", where(lambda c: c["template_id"] == 12)),
         ("campaign_id", "501", where(lambda c: c["campaign_id"] == 501)),
@@ -577,6 +577,22 @@ def test_lang_renders_messages_and_internal_requests(db):
     assert {r["ip"] for r in views.page(db, "events", A, RANGE | {"ip": "internal", "lang": "fr"})["rows"]} == {
         "requête interne"}
     assert {r["ip"] for r in views.page(db, "events", A, RANGE | {"ip": "internal"})["rows"]} == {"internal request"}
+
+
+def test_an_email_engagement_without_ip_is_unknown_not_internal(db):
+    """The email services' webhooks never carry the contact's IP: an open without one is not the platform's
+    own doing. The pages, the ip=internal filter and the analyst view agree."""
+    rows = views.page(db, "events", A, RANGE | {"limit": "1000"})["rows"]
+    by_type = {}
+    for r in rows:
+        by_type.setdefault(r["type"], set()).add(r["ip"])
+    emails = set().union(*(ips for t, ips in by_type.items() if t.startswith(("campaign_", "templates_"))))
+    assert "" in emails and "internal request" not in emails, by_type
+    assert "internal request" in set().union(*(ips for t, ips in by_type.items() if t.startswith("automation_")))
+    internal = {r["id"] for r in views.page(db, "events", A, RANGE | {"ip": "internal", "limit": "1000"})["rows"]}
+    assert internal == {r["id"] for r in rows if r["ip"] == "internal request"}
+    shown = dict(db.rows("SELECT event_id, ip FROM {db}.v_event_log WHERE account_id = {a:String}", {"a": A}))
+    assert {r["id"]: r["ip"] for r in rows} == {k: v for k, v in shown.items() if k in {r["id"] for r in rows}}
 
 
 def test_detail_returns_every_column_of_the_line(db):
