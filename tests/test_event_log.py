@@ -239,7 +239,7 @@ def test_produce_sends_the_valid_lines_and_keeps_the_rejected_ones_with_their_re
 
     prefix = f"{settings.topic_prefix}-produce-{uuid.uuid4().hex[:6]}"
     source = tmp_path / "events.jsonl"
-    bad = dict(example("track", 2), event_name="order created!")
+    bad = dict(example("track", 2), event_name="order\tcreated")
     source.write_bytes(b"\n".join(orjson.dumps(e) for e in (example("page", 0), bad, example("form", 1))) + b"\n")
     rejects = tmp_path / "rejects.jsonl"
     env = {**os.environ, "AUTOLOGS_TOPIC_PREFIX": prefix, "AUTOLOGS_DATA_DIR": str(tmp_path / "data")}
