@@ -89,7 +89,10 @@ def migrate(plan: bool) -> None:
         click.echo(f"{len(pending)} pending migration(s), {len(retention)} retention change(s) in database "
                    f"{ch.database}")
         return
-    done = m.migrate(ch, progress=lambda mig: click.echo(f"applying {mig.path.name}"))
+    try:
+        done = m.migrate(ch, progress=lambda mig: click.echo(f"applying {mig.path.name}"))
+    except m.SchemaProblem as exc:
+        _fail(str(exc))
     for change in m.apply_retention(ch, get_settings()):
         click.echo(f"retention: {change}")
     click.echo(f"{len(done)} migration(s) applied; database {ch.database} is up to date")
@@ -117,7 +120,7 @@ def worker(loglevel: str) -> None:
         applied = m.migrate(ch)
         for change in m.apply_retention(ch, settings):
             click.echo(f"retention: {change}", err=True)
-    except ClickHouseUnavailable as exc:
+    except (ClickHouseUnavailable, m.SchemaProblem) as exc:
         _fail(str(exc))
     if applied:
         click.echo(f"applied {len(applied)} migration(s)", err=True)

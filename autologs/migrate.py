@@ -85,7 +85,19 @@ def plan(ch: ClickHouse, ddl_dir: Path = DDL_DIR) -> list[Migration]:
     return [m for m in discover(ddl_dir) if m.id not in done]
 
 
+class SchemaProblem(ValueError):
+    """The database would write wrong rows (a materialized view out of line with its target): nothing may
+    start on it until it is fixed."""
+
+
 def migrate(ch: ClickHouse, ddl_dir: Path = DDL_DIR, progress=None) -> list[Migration]:
+    """Apply the pending files, then check every materialized view against its target table.
+
+    The check runs at every migrate and worker start, not only in the tests: a view whose columns are out of
+    order or type with its target writes them into the wrong columns without an error (one of the known
+    pains of Kafka-to-ClickHouse pipelines), and a view created by hand is checked too."""
+    from autologs.schema_check import materialized_view_problems
+
     _ensure_ledger(ch)
     pending = plan(ch, ddl_dir)
     for m in pending:
@@ -94,6 +106,10 @@ def migrate(ch: ClickHouse, ddl_dir: Path = DDL_DIR, progress=None) -> list[Migr
         for statement in m.statements():
             ch.command(statement)
         ch.insert("schema_migrations", [[m.id, m.checksum()]], ["id", "checksum"])
+    problems = materialized_view_problems(ch)
+    if problems:
+        raise SchemaProblem("materialized views that would write wrong rows: " + "; ".join(problems)
+                            + ". Drop or fix them (a new DDL file), then start again.")
     return pending
 
 

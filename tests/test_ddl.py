@@ -195,6 +195,9 @@ def test_materialized_view_checker_reports_wrong_order_type_and_missing_to(scrat
     assert any("has no TO table" in p for p in by_view["mv_inner"])
     assert any("has no TO table" in p for p in by_view["mv_populate"])
     assert set(by_view) == {"mv_order", "mv_type", "mv_declared", "mv_extra", "mv_inner", "mv_populate"}
+    # and the migrations (run at every worker start) refuse to go on with them
+    with pytest.raises(migrate.SchemaProblem, match="mv_order: columns in the order"):
+        migrate.migrate(db)
 
 
 def test_view_header_parsing():
