@@ -69,9 +69,21 @@ def _canonical_ip(v: str) -> str:
 def normalize_email(v: str | None) -> str | None:
     if v is None or v == "":
         return None
-    if len(v) > 254 or not _EMAIL.match(v):
+    if len(v) > 254 or not (_EMAIL.match(v) or _EMAIL.match(_ascii_domain(v))):
         raise ValueError(f"not a valid email address: {v[:80]!r}")
     return v.lower()
+
+
+def _ascii_domain(v: str) -> str:
+    """The address with an international domain in its ASCII form (contact@société.fr is
+    contact@xn--socit-esab.fr), so that such a domain is checked by the same rule; "" if it has none."""
+    local, at, domain = v.rpartition("@")
+    if not at or domain.isascii():
+        return ""
+    try:
+        return f"{local}@{domain.encode('idna').decode('ascii')}"
+    except UnicodeError:
+        return ""
 
 
 def _utc_ms(v: datetime) -> datetime:

@@ -160,6 +160,12 @@ def test_tracker_event_names_and_eventdata_are_taken_as_the_tracker_sends_them()
     assert orjson.loads(row["details"]) == {"eventdata": {"id": "o-1", "data": {"total": 12.5}}}
 
 
+def test_an_email_with_an_international_domain_is_accepted_as_written():
+    assert valid(example("track", email="Contact@Société.fr"))["email"] == "contact@société.fr"
+    for bad in ("contact@soci été.fr", "contact@.société.fr", "contact@société"):
+        assert "not a valid email" in rejected(example("track", email=bad)), bad
+
+
 def test_a_transactional_email_without_a_template_is_named_by_its_message():
     """Sent without a template, an email has no template id (webhooks send none, or 0)."""
     from processors.scenarios import _params
