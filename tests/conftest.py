@@ -67,8 +67,32 @@ def kafka_bootstrap():
     if not broker.ping(address, 10.0):
         pytest.fail(f"Kafka at {address} does not answer")
     yield address
+    _delete_run_topics(address)
     if stop:
         stop()
+
+
+def _delete_run_topics(address: str) -> None:
+    """Delete this run's topics (all named test-<run id>...): a reused local broker otherwise gathers some
+    400 partitions per run, and after a few dozen runs it answers too slowly for the tests."""
+    import asyncio
+
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    async def go() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=address)
+        await admin.start()
+        try:
+            mine = sorted(t for t in await admin.list_topics() if t.startswith(f"test-{RUN_ID}"))
+            for i in range(0, len(mine), 100):
+                await admin.delete_topics(mine[i:i + 100])
+        finally:
+            await admin.close()
+
+    try:
+        asyncio.run(asyncio.wait_for(go(), 120))
+    except Exception as exc:  # never fail a run over its cleanup
+        print(f"\nnote: the run's topics were not all deleted ({exc!r})")
 
 
 @pytest.fixture(scope="session")
