@@ -25,6 +25,9 @@ from schemas.events import Envelope
 from schemas.rows import Source
 
 ACTIVE = ("active", "waiting")
+# The attribution of an automation event for an enrollment already closed (it changes nothing): an email the
+# engine sent after a manual removal is then found with `attribution = 'after_removal'`.
+CLOSED_MARKS = {"removed": "after_removal", "exited": "after_exit"}
 MAX_SENDS = 200  # remembered sends per contact, for attribution of later opens and clicks
 
 SCENARIO_LOG_COLUMNS = (
@@ -124,6 +127,14 @@ def _remember_send(state: dict, ev: Envelope, scenario_id: str) -> None:
         sends.pop(next(iter(sends)))
 
 
+def _after_close(enr: dict, t: int) -> str:
+    """The attribution of an automation event that changed nothing: `after_removal` / `after_exit` when it
+    came after the enrollment was closed, else `automation`. A re-delivery of the event (the "too late"
+    path) gets the same as its first delivery while the enrollment stays closed."""
+    status = enr.get("status")
+    return CLOSED_MARKS[status] if status in CLOSED_MARKS and t > enr["updated_at"] else "automation"
+
+
 def _apply_automation(state: dict, ev: Envelope, t: int) -> tuple[str, dict, bool]:
     """Update the enrollment; returns (scenario_id, enrollment, changed)."""
     sid = ev["automation_id"]
@@ -178,7 +189,8 @@ def apply_event(state: dict, ev: Envelope, src: Source, out: Derived, t: int | N
             # Its own row is deterministic (a re-delivery rewrites it); the state is not rewound.
             out.late += 1
             enr = state["enr"].get(ev["automation_id"]) or {"name": ev["automation_name"], "entry_points": 1}
-            out.scenario_rows.append(_scenario_row(ev, src, ev["automation_id"], enr, ev["step_id"], "automation"))
+            out.scenario_rows.append(_scenario_row(ev, src, ev["automation_id"], enr, ev["step_id"],
+                                                   _after_close(enr, t)))
             return False
         state["applied"] = mark
         if email:
@@ -186,7 +198,8 @@ def apply_event(state: dict, ev: Envelope, src: Source, out: Derived, t: int | N
         if contact_id:
             state["contact_id"] = contact_id
         sid, enr, changed = _apply_automation(state, ev, t)
-        out.scenario_rows.append(_scenario_row(ev, src, sid, enr, ev["step_id"] or enr["step"], "automation"))
+        how = "automation" if changed else _after_close(enr, t)  # the engine still acting on a closed one
+        out.scenario_rows.append(_scenario_row(ev, src, sid, enr, ev["step_id"] or enr["step"], how))
         if changed:
             out.enrollment_rows.append(_enrollment_row(state, ev["account_id"], key, sid, enr, ev["event_id"]))
         return True
