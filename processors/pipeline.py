@@ -18,7 +18,8 @@ from autologs.clickhouse import ClickHouse
 from autologs.config import Settings
 from processors.reorder import ReorderBuffer
 from processors.scenarios import (
-    ENROLLMENT_COLUMNS, SCENARIO_LOG_COLUMNS, Derived, apply_event, contact_key, dump_state, load_state, to_ms,
+    CLOSED_MARKS, ENROLLMENT_COLUMNS, SCENARIO_LOG_COLUMNS, Derived, apply_event, contact_key, dump_state, load_state,
+    to_ms,
 )
 from processors.validate import RawMessage, explain, validate_batch
 from schemas.commands import COMMAND_ADAPTER, RemoveContact
@@ -101,9 +102,6 @@ def _itself(message: Any) -> Any:
 
 def _removal_id(command: RemoveContact) -> str:
     return f"removal:{command.request_id}:{contact_key(command.email, command.contact_id)}"
-
-
-CLOSED = ("exited", "removed")
 
 
 def adopt_seen_enrollment(state: dict, command: RemoveContact) -> None:
@@ -269,7 +267,7 @@ class Pipeline:
             for h in items:
                 if h.command is not None:  # named and placed from the state as it is at that point
                     adopt_seen_enrollment(state, h.command)
-                    if state["enr"].get(h.command.scenario_id, {}).get("status") in CLOSED:
+                    if state["enr"].get(h.command.scenario_id, {}).get("status") in CLOSED_MARKS:
                         # Already out (a removal sent twice, or one that crossed the contact's exit): a second
                         # "manually removed" would be false. Acknowledged, nothing written.
                         self.stats.removals_ignored += 1
