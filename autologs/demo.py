@@ -24,9 +24,9 @@ UTC_TIME = "concat(formatDateTime(occurred_at, '%Y-%m-%dT%H:%i:%S', 'UTC'), 'Z')
 
 # What the demo prints of each page (a terminal is narrow); `autologs logs` prints every column.
 DEMO_COLUMNS = {
-    "events": ("date", "type", "name", "email", "ip", "event_name", "scenario"),
+    "events": ("date", "type", "name", "email", "ip", "event_name", "scenario_id"),
     "scenarios": ("date", "user_email", "scenario_name", "step_id", "workflow_points", "message"),
-    "contacts": ("email", "contact_id", "scenario", "step", "status", "entered_at"),
+    "contacts": ("email", "contact_id", "scenario_name", "step", "status", "entered_at"),
 }
 
 def _table(columns: list[str], rows: list[list], width: int = 28) -> str:

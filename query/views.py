@@ -173,7 +173,7 @@ SPECS: dict[str, View] = {
          ("email", "email"), ("contact_id", _uint("contact_id")),
          ("ip", shown_ip), ("event_name", "event_name"),
          ("url", "url"), ("message_id", "message_id"), ("template_id", _uint("template_id")),
-         ("campaign_id", _uint("campaign_id")), ("scenario", "automation_id"), ("step_id", "step_id")),
+         ("campaign_id", _uint("campaign_id")), ("scenario_id", "automation_id"), ("step_id", "step_id")),
         {"email": _email("email"), "contact_id": _eq("contact_id", _uint64, "UInt64"),
          "event_type": _eq("event_type", _choice(*EVENT_TYPES)), "event_name": _eq("event_name"),
          "name": _contains("source_name"), "ip": _ip, "message_id": _eq("message_id"),
@@ -197,7 +197,7 @@ SPECS: dict[str, View] = {
         by_email="scenario_log_by_contact"),
     "contacts": View(
         "enrollment_state", "entered_at", ("scenario_id", "contact_key"), "concat(scenario_id, '|', contact_key)",
-        (("email", "email"), ("contact_id", _uint("contact_id")), ("scenario", "scenario_name"),
+        (("email", "email"), ("contact_id", _uint("contact_id")), ("scenario_name", "scenario_name"),
          ("scenario_id", "scenario_id"), ("step", "step_id"),
          ("status", _translated("status", ENROLLMENT_STATUSES)),
          ("entered_at", _date("entered_at"))),

@@ -217,7 +217,7 @@ def test_every_contact_filter_narrows_to_exactly_the_expected_rows(db):
         assert ids(db, "contacts", story.ACCOUNT, {name: value}) == expected, (name, value)
     assert ids(db, "contacts", story.ACCOUNT, {"status": "all", "from": "2026-11-20T10:01:00Z"}) == {cat}
     row = page["rows"][0]
-    assert row == {"id": cat, "email": story.CAT, "contact_id": "13", "scenario": "Abandoned cart",
+    assert row == {"id": cat, "email": story.CAT, "contact_id": "13", "scenario_name": "Abandoned cart",
                    "scenario_id": "sc-cart", "step": "c2", "status": "active",
                    "entered_at": "2026-11-20T10:02:00.000+00:00"}
     # the id a removal names (`--scenario`); the status in the reader's language
