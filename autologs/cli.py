@@ -111,10 +111,12 @@ def worker(loglevel: str) -> None:
 
     settings = get_settings()
     try:
-        asyncio.run(asyncio.wait_for(ensure_topics(settings), 30))
+        notes = asyncio.run(asyncio.wait_for(ensure_topics(settings), 30))
     except Exception as exc:
         _fail(f"Kafka at {settings.kafka_bootstrap} did not answer ({exc!r}). Start it with "
               "`autologs broker start` or set AUTOLOGS_KAFKA_BOOTSTRAP.")
+    for note in notes:
+        click.echo(f"topics: {note}", err=True)
     try:
         ch = ClickHouse(settings)
         applied = m.migrate(ch)

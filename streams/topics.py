@@ -55,8 +55,9 @@ def topic_config(settings: Settings, name: str) -> dict[str, str]:
     return {"retention.ms": str(int(hours * 3600 * 1000)) if hours > 0 else "-1"}
 
 
-async def ensure_topics(settings: Settings, names: list[str] | None = None) -> None:
-    """Create the topics autologs owns (the broker's auto-creation would pick its own partition count)."""
+async def ensure_topics(settings: Settings, names: list[str] | None = None) -> list[str]:
+    """Create the topics autologs owns (the broker's auto-creation would pick its own partition count), and
+    give the existing ones the configured retention. Returns what it changed or left, in words."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
 
@@ -73,13 +74,49 @@ async def ensure_topics(settings: Settings, names: list[str] | None = None) -> N
                              topic_configs=topic_config(settings, n)) for n in missing])
             except TopicAlreadyExistsError:
                 pass
+        present = [n for n in names if n in existing]
+        notes = await _align_existing(admin, settings, present) if present else []
         # Wait until metadata shows them, so a producer right after does not race the creation.
         for _ in range(50):
             if set(names) <= set(await admin.list_topics()):
-                return
+                break
             await asyncio.sleep(0.1)
+        return notes
     finally:
         await admin.close()
+
+
+# A topic-level setting, as DescribeConfigs reports its source (the others are broker or default values).
+_TOPIC_OVERRIDE = 1
+
+
+async def _align_existing(admin, settings: Settings, names: list[str]) -> list[str]:
+    """An existing topic takes the configured retention (a changed AUTOLOGS_TOPIC_RETENTION_HOURS applies at the
+    next start, as the tables' TTL does). Its partition count is left: each contact's state lives in its
+    partition, so adding partitions would move contacts away from their state."""
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    notes = []
+    described = {d["topic"]: len(d["partitions"]) for d in await admin.describe_topics(names)}
+    for name, count in described.items():
+        if count and count != settings.topic_partitions and not name.endswith(".redriven"):
+            notes.append(f"{name} keeps its {count} partitions (AUTOLOGS_TOPIC_PARTITIONS={settings.topic_partitions} "
+                         "applies to new topics only: each contact's state lives in its partition; to change it, "
+                         "use a new AUTOLOGS_TOPIC_PREFIX and replay into it)")
+    resources = [ConfigResource(ConfigResourceType.TOPIC, n) for n in names]
+    for response in await admin.describe_configs(resources):
+        for error, _message, _type, name, entries in response.resources:
+            if error:
+                continue
+            overrides = {e[0]: e[1] for e in entries if e[3] == _TOPIC_OVERRIDE}
+            wanted = topic_config(settings, name)
+            if all(overrides.get(k) == v for k, v in wanted.items()):
+                continue
+            # AlterConfigs replaces a topic's whole set of overrides: the others (set with kafka-configs) are kept.
+            await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, {**overrides, **wanted})])
+            was = ", ".join(f"{k}={overrides.get(k, 'broker default')}" for k in wanted)
+            notes.append(f"{name}: {', '.join(f'{k}={v}' for k, v in wanted.items())} (was {was})")
+    return notes
 
 
 async def partitions_of(bootstrap: str, topic_names: list[str]):

@@ -78,6 +78,44 @@ def test_ping_says_no_for_a_closed_port():
     assert broker.ping("127.0.0.1:1", 1.0) is False
 
 
+async def _topic_overrides(settings, name: str) -> dict[str, str]:
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        [response] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name)])
+        [(_error, _msg, _type, _name, entries)] = response.resources
+        return {e[0]: e[1] for e in entries if e[3] == 1}  # the topic's own settings
+    finally:
+        await admin.close()
+
+
+async def test_a_changed_topic_retention_applies_to_existing_topics(settings, topic_names):
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    name = topic_names.events
+    assert await ensure_topics(settings.model_copy(update={"topic_retention_hours": 1}), [name]) == []
+    assert (await _topic_overrides(settings, name))["retention.ms"] == "3600000"
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:  # an operator's own setting, made with Kafka's tools
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name,
+                                                  {"retention.ms": "3600000", "segment.ms": "7200000"})])
+    finally:
+        await admin.close()
+
+    longer = settings.model_copy(update={"topic_retention_hours": 48, "topic_partitions": settings.topic_partitions + 2})
+    notes = await ensure_topics(longer, [name])
+    assert f"{name}: retention.ms=172800000 (was retention.ms=3600000)" in notes, notes
+    assert any(f"{name} keeps its {settings.topic_partitions} partitions" in n for n in notes), notes
+    assert await _topic_overrides(settings, name) == {"retention.ms": "172800000", "segment.ms": "7200000"}
+    assert await ensure_topics(longer.model_copy(update={"topic_partitions": settings.topic_partitions}),
+                               [name]) == []  # nothing left to change
+
+
 async def test_produce_and_consume_a_real_topic(settings, topic_names):
     await ensure_topics(settings, [topic_names.events])
     payloads = [(f"k{i % 3}".encode(), f"v{i}".encode()) for i in range(50)]
