@@ -482,7 +482,7 @@ def replay_command(date_from, date_to, chosen, in_place, resume, status) -> None
         if not _worker_holds_data(settings):
             _fail("no worker runs with this data dir: a replay without a worker runs in the command that started "
                   "it, which shows its progress")
-        report = _follow_worker_replay(settings)
+        report = _follow_worker_replay(settings, following_only=True)
         if report is None:
             _fail("no replay has run in this worker since it started")
         click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
@@ -493,7 +493,7 @@ def replay_command(date_from, date_to, chosen, in_place, resume, status) -> None
     except ValueError as exc:
         _fail(f"bad time ({exc}): use ISO 8601, e.g. 2026-11-20T00:00:00Z")
     body = {"from": date_from, "to": date_to, "topics": list(chosen) or None, "in_place": in_place,
-            "resume": resume}
+            "resume": resume, "topic_prefix": settings.topic_prefix}
     if _worker_holds_data(settings):
         report = _replay_through_worker(settings, body)
     else:
@@ -561,7 +561,7 @@ def _replay_through_worker(settings, body: dict) -> dict | None:
     return _follow_worker_replay(settings)
 
 
-def _follow_worker_replay(settings) -> dict | None:
+def _follow_worker_replay(settings, following_only: bool = False) -> dict | None:
     """Progress of the worker's replay until it ends; its report (None when none ran)."""
     import json
     import time
@@ -589,8 +589,9 @@ def _follow_worker_replay(settings) -> dict | None:
     finally:
         bar.close()
     if status.get("error"):
-        _fail(status["error"])
-    return status["report"]
+        _fail(f"the last replay in this worker did not complete: {status['error']}" if following_only
+              else status["error"])
+    return status.get("report")
 
 
 # --- dead letters -------------------------------------------------------------------------------------

@@ -71,7 +71,9 @@ class WorkerReplay:
                 self.report = asdict(report) | {"events_per_s": round(report.events_per_s)}
                 if run.plan.full:
                     self.report["states"] = compare_states(run.states, live_states)
-            except Exception as exc:  # reported through status(); the worker itself goes on
-                self.error = f"{type(exc).__name__}: {exc}"
+            except ReplayRefused as exc:  # reported through status(); the worker itself goes on
+                self.error = str(exc)
+            except Exception as exc:
+                self.error = f"the replay failed: {type(exc).__name__}: {exc}"
 
         self.task = asyncio.get_running_loop().create_task(go())

@@ -102,6 +102,11 @@ class AdminReplay(View):
         if not admin_key_matches(settings, request.headers.get(HEADER)):
             return self.json({"error": "admin key missing or wrong"}, status=401)
         body = await request.json()
+        prefix = body.get("topic_prefix")
+        if prefix is not None and prefix != settings.topic_prefix:
+            return self.json({"error": f"the worker on this data dir reads the topics {settings.topic_prefix}.*, not "
+                                       f"{prefix}.*: run the replay with AUTOLOGS_TOPIC_PREFIX={settings.topic_prefix}, "
+                                       "or replay into another AUTOLOGS_DATA_DIR"}, status=409)
         try:
             t_from = datetime.fromisoformat(body["from"]) if body.get("from") else None
             t_to = datetime.fromisoformat(body["to"]) if body.get("to") else None

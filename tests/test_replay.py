@@ -83,6 +83,8 @@ def test_replay_rebuilds_every_table_exactly_twice_over(worker_with_data):
     live = snapshot(worker)
     assert len(live["event_log_by_time"]) == len(live["event_log"]) and copy_differences(worker) == 0
     assert len(live["event_log"]) > 2000 and len(live["scenario_log"]) > 100 and len(live["enrollment_state"]) > 10
+    none_yet = run_cli(worker.env, "replay", "--status")
+    assert none_yet.returncode == 1 and "no replay has run in this worker" in none_yet.stderr, none_yet.stderr
     for attempt in (1, 2):
         out = run_cli(worker.env, "replay")
         assert out.returncode == 0, out.stderr
@@ -130,8 +132,14 @@ def test_replay_refuses_an_empty_range(worker_with_data):
     worker, _, _ = worker_with_data
     out = run_cli(worker.env, "replay", "--in-place", "--from", "2099-01-01T00:00:00+00:00")
     assert out.returncode == 1 and "holds no message" in out.stderr
+    status = run_cli(worker.env, "replay", "--status")  # how that refused replay ended
+    assert status.returncode == 1 and "did not complete: " in status.stderr and "holds no message" in status.stderr
+    assert "Refused" not in status.stderr and "Traceback" not in status.stderr, status.stderr
     out = run_cli(worker.env, "replay", "--from", "2020-01-01T00:00:00+00:00")
     assert out.returncode == 1 and "--in-place" in out.stderr
+    # Another prefix than the worker's would replay the worker's topics, not the ones the caller named.
+    out = run_cli({**worker.env, "AUTOLOGS_TOPIC_PREFIX": "someone-else"}, "replay", "--in-place")
+    assert out.returncode == 1 and "reads the topics" in out.stderr and "someone-else" in out.stderr, out.stderr
 
 
 def test_dead_letters_redriven_land_once_or_return_once(settings, tmp_root):
