@@ -3,8 +3,11 @@
 Pure logic: one contact's state (a JSON-able dict kept in the Faust table `enrollments`) and one
 event in, rows out. The caller (processors.reorder) guarantees event-time order within the allowed
 lateness, so the same events always give the same rows and the same state, whatever their arrival
-order. An event older than what was already applied for the contact ("too late", or a re-delivery)
-changes no state. Only automation events change the state (and move its "applied" mark).
+order. Only automation events change the state; each enrollment has its own "applied" mark. An
+automation event older than its enrollment's mark ("too late", or a re-delivery) changes only what
+event-time order would also have left (`_apply_late`: a late exit or removal still closes, a late start
+still dates the entry); a tracker or email event older than the contact's newest automation event is
+attributed by rule 1 only.
 
 Attribution of tracker and email events (also in the README):
 1. the email's `message_id` was sent by a scenario step (automation_action) -> that scenario and step;
@@ -118,11 +121,11 @@ def _enrollment_row(state: dict, account_id: str, key: str, scenario_id: str, en
     ]
 
 
-def _remember_send(state: dict, ev: Envelope, scenario_id: str) -> None:
+def _remember_send(state: dict, ev: Envelope, scenario_id: str, t: int) -> None:
     sends = state["sends"]
     for prefix, value in (("m:", ev["message_id"]), ("t:", ev["template_id"]), ("c:", ev["campaign_id"])):
         if value:
-            sends[prefix + str(value)] = [scenario_id, ev["step_id"]]
+            sends[prefix + str(value)] = [scenario_id, ev["step_id"], t]
     while len(sends) > MAX_SENDS:
         sends.pop(next(iter(sends)))
 
@@ -145,6 +148,8 @@ def _apply_automation(state: dict, ev: Envelope, t: int) -> tuple[str, dict, boo
         enr = {"name": name, "entry_points": ev.get("entry_points", 1), "start_id": ev.get("start_id", ""),
                "step": ev.get("step_id", ""), "status": "", "entered_at": t, "updated_at": t, "reason": "",
                "wait_until": None, "changes": 0}
+        if kind not in ("automation_started", "automation_restarted"):
+            enr["unstarted"] = True  # entered by a later event: a start arriving late still gives the entry time
         state["enr"][sid] = enr
     before = (enr["status"], enr["step"], enr["entered_at"], enr["reason"], enr.get("wait_until"), enr["start_id"])
     enr["name"] = name
@@ -152,6 +157,7 @@ def _apply_automation(state: dict, ev: Envelope, t: int) -> tuple[str, dict, boo
     if kind in ("automation_started", "automation_restarted"):
         enr.update(status="active", step=ev.get("step_id", ""), entered_at=t, reason="", wait_until=None,
                    start_id=ev.get("start_id", ""), entry_points=ev.get("entry_points", 1))
+        enr.pop("unstarted", None)
     elif kind in ("automation_step_reached", "automation_action") and (is_open or enr["status"] == ""):
         enr.update(status="active", step=ev["step_id"], wait_until=None)
     elif kind == "automation_waiting" and (is_open or enr["status"] == ""):
@@ -169,7 +175,7 @@ def _apply_automation(state: dict, ev: Envelope, t: int) -> tuple[str, dict, boo
         enr["updated_at"] = t
         enr["changes"] += 1
     if kind == "automation_action":
-        _remember_send(state, ev, sid)
+        _remember_send(state, ev, sid, t)
     return sid, enr, changed
 
 
@@ -181,37 +187,85 @@ def apply_event(state: dict, ev: Envelope, src: Source, out: Derived, t: int | N
     if t is None:
         t = to_ms(ev["occurred_at"])
     mark = [t, ev["event_id"]]
-    too_late = mark <= state["applied"]
     email, contact_id = ev["email"], ev["contact_id"]
     key = contact_key(email, contact_id)
     if ev["type"].startswith("automation_"):
-        if too_late:
-            # Its own row is deterministic (a re-delivery rewrites it); the state is not rewound.
+        sid = ev["automation_id"]
+        enr = state["enr"].get(sid)
+        # Each enrollment keeps its own order: an event of one scenario that arrives after a newer event of
+        # another scenario is still applied to its own (states saved before this mark use the contact's).
+        if enr is not None and mark <= enr.get("applied", state["applied"]):
             out.late += 1
-            enr = state["enr"].get(ev["automation_id"]) or {"name": ev["automation_name"], "entry_points": 1}
-            out.scenario_rows.append(_scenario_row(ev, src, ev["automation_id"], enr, ev["step_id"],
-                                                   _after_close(enr, t)))
+            if _apply_late(state, ev, enr, t):
+                out.scenario_rows.append(_scenario_row(ev, src, sid, enr, ev["step_id"] or enr["step"], "automation"))
+                out.enrollment_rows.append(_enrollment_row(state, ev["account_id"], key, sid, enr, ev["event_id"]))
+                return True
+            # Its own row is deterministic (a re-delivery rewrites it); the state is not rewound.
+            out.scenario_rows.append(_scenario_row(ev, src, sid, enr, ev["step_id"], _after_close(enr, t)))
             return False
-        state["applied"] = mark
+        if mark > state["applied"]:
+            state["applied"] = mark
         if email:
             state["email"] = email
         if contact_id:
             state["contact_id"] = contact_id
         sid, enr, changed = _apply_automation(state, ev, t)
+        enr["applied"] = mark
         how = "automation" if changed else _after_close(enr, t)  # the engine still acting on a closed one
         out.scenario_rows.append(_scenario_row(ev, src, sid, enr, ev["step_id"] or enr["step"], how))
         if changed:
             out.enrollment_rows.append(_enrollment_row(state, ev["account_id"], key, sid, enr, ev["event_id"]))
         return True
-    if too_late:
-        # Older than an automation event already applied: attributing it to today's state could differ
-        # from what it got when it was first applied (a re-delivery), so it adds nothing.
+    if mark <= state["applied"]:
+        # Older than an automation event already applied: rules 2 and 3 read the enrollments as they are at
+        # the event's time, which is gone, so they add nothing. Rule 1 does not depend on them: an open or a
+        # click of an email a step sent before it is that step's, however late it arrives.
         out.late += 1
+        hit = _sent_by_step(state, ev, t)
+        if hit:
+            out.scenario_rows.append(_scenario_row(ev, src, hit[0], state["enr"][hit[0]], hit[1], "message"))
         return False
     # Tracker and email events read the state and never change it (no table write for them).
     for sid, step, how in _attribute(state, ev):
         out.scenario_rows.append(_scenario_row(ev, src, sid, state["enr"][sid], step, how))
     return False
+
+
+def _apply_late(state: dict, ev: Envelope, enr: dict, t: int) -> bool:
+    """What an automation event older than its enrollment's newest still changes: what event-time order
+    would also have left in place. True when it changed the enrollment.
+
+    - An exit or a removal closes the enrollment if it has not been (re)entered since: in order it would
+      have, and the events applied after it leave a closed enrollment as it is (only a start re-opens).
+    - A start gives the entry time (and entry point) to an enrollment that later events opened without one.
+    The last-change time only grows, so a row of `enrollment_state` never loses to an older version.
+    """
+    kind = ev["type"]
+    if kind in ("automation_exited", "automation_removed"):
+        if enr["status"] not in ACTIVE or t < enr["entered_at"]:
+            return False
+        removed = kind == "automation_removed"
+        enr.update(status="removed" if removed else "exited", step=ev.get("step_id") or enr["step"],
+                   reason="manually_removed" if removed else ev["reason"], wait_until=None)
+    elif kind in ("automation_started", "automation_restarted"):
+        if not enr.get("unstarted") or t >= enr["entered_at"] or enr["status"] not in ACTIVE:
+            return False
+        enr.update(entered_at=t, start_id=ev.get("start_id", ""), entry_points=ev.get("entry_points", 1))
+        enr.pop("unstarted")
+    else:
+        return False
+    enr["updated_at"] = max(enr["updated_at"], t)
+    enr["changes"] += 1
+    return True
+
+
+def _sent_by_step(state: dict, ev: Envelope, t: int) -> list | None:
+    """Rule 1 alone: the scenario and step whose send (before `t`) carried this email's message id."""
+    message_id = ev["message_id"]
+    hit = state["sends"].get("m:" + message_id) if message_id else None
+    if hit and hit[0] in state["enr"] and (len(hit) < 3 or hit[2] <= t):
+        return hit
+    return None
 
 
 def _attribute(state: dict, ev: Envelope) -> list[tuple[str, str, str]]:

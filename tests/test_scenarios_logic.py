@@ -115,3 +115,86 @@ def test_messages_render_in_english_and_french():
     assert render("automation_exited", '{"reason":"goal_reached"}', "fr") == \
         "Le contact a quitté le scénario (objectif atteint)"
     assert render("unknown_code", "{}", "fr") == "unknown_code"
+
+
+# ---- events later than the lateness (applied one by one, in the order given) ------------------------------
+
+def _one_contact(*events: dict) -> tuple[dict, Derived]:
+    """Apply `events` in the order given (as the reorder buffer releases them when they come that late)."""
+    state, out = load_state(None), Derived()
+    for n, raw in enumerate(events):
+        apply_event(state, EVENT_ADAPTER.validate_python(raw), Source("t", 0, n), out)
+    return state, out
+
+
+def _ev(kind: str, second: int, event_id: str, **over) -> dict:
+    from tests.examples import example
+
+    return example(kind, 0, event_id=event_id, occurred_at=(story.T0 + timedelta(seconds=second)).isoformat(),
+                   **over)
+
+
+def test_a_late_exit_of_one_scenario_still_closes_it_after_a_newer_event_of_another():
+    state, out = _one_contact(
+        _ev("automation_started", 0, "a-start", automation_id="sc-a", automation_name="A"),
+        _ev("automation_started", 0, "b-start", automation_id="sc-b", automation_name="B"),
+        _ev("automation_step_reached", 60, "b-step", automation_id="sc-b", automation_name="B", step_id="b2"),
+        _ev("automation_exited", 58, "a-exit", automation_id="sc-a", automation_name="A", step_id="s1",
+            reason="condition_not_met"))
+    assert state["enr"]["sc-a"]["status"] == "exited" and state["enr"]["sc-b"]["step"] == "b2"
+    assert out.enrollment_rows[-1][1] == "sc-a" and out.enrollment_rows[-1][8] == "exited"
+    assert out.late == 0  # its own scenario had nothing newer: it is not late at all
+
+
+def test_a_removal_older_than_the_enrollments_newest_event_still_removes_it_once():
+    """The engine's clock ahead of the operator's: the contact waits "in the future", the removal is now."""
+    start = _ev("automation_started", 0, "start")
+    waiting = _ev("automation_waiting", 50, "wait", step_id="s3")
+    removal = _ev("automation_removed", 10, "removal", step_id="s3")
+    state, out = _one_contact(start, waiting, removal)
+    enr = state["enr"]["sc-1"]
+    assert enr["status"] == "removed" and enr["reason"] == "manually_removed"
+    # The last-change time only grows: the removed row outranks the waiting one in enrollment_state.
+    versions = [r[14] for r in out.enrollment_rows]
+    assert versions == sorted(versions) and len(set(versions)) == len(versions)
+    assert [r[8] for r in out.enrollment_rows] == ["active", "waiting", "removed"]
+    removed_rows = [r for r in out.scenario_rows if r[13] == "removal"]
+    assert len(removed_rows) == 1 and removed_rows[0][12] == "automation"
+    # Delivered again (a crash before the commit): the same row, no change.
+    again = Derived()
+    assert apply_event(state, EVENT_ADAPTER.validate_python(removal), Source("t", 0, 9), again) is False
+    assert again.enrollment_rows == [] and [r[:14] for r in again.scenario_rows] == [removed_rows[0][:14]]
+
+
+def test_a_late_exit_does_not_close_an_enrollment_restarted_after_it():
+    state, out = _one_contact(
+        _ev("automation_started", 0, "start"),
+        _ev("automation_restarted", 100, "restart"),
+        _ev("automation_exited", 50, "exit", step_id="s4", reason="goal_reached"))
+    assert state["enr"]["sc-1"]["status"] == "active" and state["enr"]["sc-1"]["entered_at"] == to_ms(
+        story.T0 + timedelta(seconds=100))
+    assert [r for r in out.scenario_rows if r[13] == "exit"][0][12] == "automation"  # logged, state kept
+
+
+def test_a_late_start_gives_the_entry_time_to_an_enrollment_opened_without_one():
+    state, out = _one_contact(
+        _ev("automation_step_reached", 300, "step", automation_id="sc-3", step_id="b-2"),
+        _ev("automation_started", 0, "start", automation_id="sc-3", step_id="b-1", start_id="e3", entry_points=3))
+    enr = state["enr"]["sc-3"]
+    assert enr["entered_at"] == to_ms(story.T0) and enr["start_id"] == "e3" and enr["step"] == "b-2"
+    assert out.enrollment_rows[-1][9] == story.T0  # entered_at as contacts in scenarios shows it
+
+
+def test_a_late_open_of_an_email_a_step_sent_is_still_logged_at_that_step():
+    mid = "<late-1@relay.example>"
+    state, out = _one_contact(
+        _ev("automation_started", 0, "start"),
+        _ev("automation_action", 2, "send", step_id="s2", message_id=mid, template_id=61),
+        _ev("automation_waiting", 9, "wait", step_id="s3"),
+        _ev("automation_exited", 20, "exit", step_id="s3", reason="goal_reached"),
+        _ev("templates_opened", 4, "open", message_id=mid, template_id=61),
+        _ev("templates_opened", 5, "open-other", message_id="<never-sent@relay.example>", template_id=61),
+        _ev("templates_opened", 1, "open-before-send", message_id=mid, template_id=61))
+    opens = [r for r in out.scenario_rows if r[13].startswith("open")]
+    assert [(r[13], r[1], r[6], r[12]) for r in opens] == [("open", "sc-1", "s2", "message")]
+    assert out.late == 3
