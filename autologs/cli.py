@@ -233,12 +233,17 @@ def contacts_remove(account: str, scenario: str, at: str | None, by: str, contac
     except RemovalRefused as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    settings = get_settings()
+    pending = bool(result.removed) and settings.embedded and not _worker_holds_data(settings)
     for given in result.removed:
-        click.echo(f"removed: {given}")
+        click.echo(f"{'queued' if pending else 'removed'}: {given}")
     for given, why in result.not_in_scenario:
         click.echo(f"not removed: {given}: {why}", err=True)
-    click.echo(f"{len(result.removed)} contact(s) removed from {scenario} (request {result.request_id}); "
-               f"{len(result.not_in_scenario)} not in the scenario")
+    click.echo(f"{len(result.removed)} contact(s) {'queued for removal from' if pending else 'removed from'} {scenario} "
+               f"(request {result.request_id}); {len(result.not_in_scenario)} not removed")
+    if pending:
+        click.echo("note: no worker runs with this data dir, so the logs and contacts in scenarios change when one "
+                   "starts (`autologs start`); the removals wait on the commands topic, in order", err=True)
     sys.exit(1 if result.not_in_scenario else 0)
 
 

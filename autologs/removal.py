@@ -49,7 +49,7 @@ def parse_contacts(given: list[str]) -> tuple[list[str], list[int]]:
 
 
 LOOKUP = (
-    "SELECT contact_key, email, contact_id, status, scenario_name, step_id, start_id, entered_at "
+    "SELECT contact_key, email, contact_id, status, scenario_name, step_id, start_id, entered_at, updated_at "
     "FROM {db}.enrollment_state FINAL "
     "WHERE account_id = {account:String} AND scenario_id = {scenario:String} "
     "AND (email IN {emails:Array(String)} OR contact_id IN {ids:Array(UInt64)})"
@@ -60,8 +60,22 @@ SCENARIO_KNOWN = ("SELECT count() > 0 FROM {db}.enrollment_state "
                   "WHERE account_id = {account:String} AND scenario_id = {scenario:String}")
 
 
-def plan(given: list[str], rows: list[list]) -> tuple[list[dict], list[tuple[str, str]]]:
-    """Match what the operator gave with the enrollment rows: who is removed, who is reported."""
+def _utc(t: datetime | str) -> datetime:
+    """A time as ClickHouse gave it (a datetime, or ISO text through the worker's read path), in UTC."""
+    if isinstance(t, str):
+        t = datetime.fromisoformat(t)
+    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+
+
+def plan(given: list[str], rows: list[list], at: datetime | None = None, now: datetime | None = None,
+         ) -> tuple[list[dict], list[tuple[str, str]]]:
+    """Match what the operator gave with the enrollment rows: who is removed (and when), who is reported.
+
+    A removal is placed after the enrollment's last change: an `at` before it is refused for that contact
+    (the log would show a removal the state had already moved past), and "now" is moved just after it
+    when the platform's clock runs ahead of this one (a step stamped a few seconds in the future).
+    """
+    now = now or datetime.now(timezone.utc)
     by_email = {r[1]: r for r in rows if r[1]}
     by_id = {r[2]: r for r in rows if r[2]}
     found, missing, seen = [], [], set()
@@ -69,13 +83,22 @@ def plan(given: list[str], rows: list[list]) -> tuple[list[dict], list[tuple[str
         row = by_id.get(int(g)) if g.isdigit() else by_email.get(g.lower())
         if row is None:
             missing.append((g, "not in this scenario"))
-        elif row[3] not in ("active", "waiting"):
+            continue
+        if row[3] not in ("active", "waiting"):
             missing.append((g, f"not in this scenario any more ({row[3]})"))
-        elif row[0] not in seen:
-            seen.add(row[0])
-            found.append({"given": g, "email": row[1] or None, "contact_id": row[2] or None,
-                          "seen": {"scenario_name": row[4], "step_id": row[5], "start_id": row[6],
-                                   "entered_at": row[7]}})
+            continue
+        if row[0] in seen:
+            continue
+        changed = _utc(row[8])
+        if at is not None and at <= changed:
+            missing.append((g, f"its enrollment last changed at {changed.isoformat(timespec='milliseconds')} (step "
+                               f"{row[5]}), after the removal time: omit the time to remove it now, or give a later one"))
+            continue
+        seen.add(row[0])
+        when = at or max(now, changed + timedelta(milliseconds=1))
+        found.append({"given": g, "email": row[1] or None, "contact_id": row[2] or None, "at": when,
+                      "seen": {"scenario_name": row[4], "step_id": row[5], "start_id": row[6],
+                               "entered_at": row[7]}})
     return found, missing
 
 
@@ -91,7 +114,7 @@ async def remove_contacts(settings: Settings, account: str, scenario: str, given
     emails, ids = parse_contacts(given)
     now = datetime.now(timezone.utc)
     if at is not None:
-        at = at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at
+        at = _utc(at)
         if at > now + MAX_AHEAD:
             # It would be applied in event-time order: the contact would stay "removed" until then, whatever
             # its scenario does meanwhile (a restart included).
@@ -100,7 +123,7 @@ async def remove_contacts(settings: Settings, account: str, scenario: str, given
     if lookup is None:
         lookup = _read_query_lookup(settings)
     rows = await lookup(LOOKUP, {"account": account, "scenario": scenario, "emails": emails, "ids": ids})
-    found, missing = plan(given, rows)
+    found, missing = plan(given, rows, at, now)
     if not rows:  # nobody found: say so if the scenario itself is unknown in this account
         [[enrolled]] = await lookup(SCENARIO_KNOWN, {"account": account, "scenario": scenario})
         if not enrolled:
@@ -108,11 +131,10 @@ async def remove_contacts(settings: Settings, account: str, scenario: str, given
                                  f"(`autologs logs contacts --account {account} -f status=all` lists who is where). "
                                  "Nothing was removed.")
     request_id = new_request_id()
-    at = at or now
     messages = []
     for c in found:
         command = RemoveContact(request_id=request_id, account_id=account, scenario_id=scenario, email=c["email"],
-                                contact_id=c["contact_id"], requested_at=at, requested_by=by, seen=c["seen"])
+                                contact_id=c["contact_id"], requested_at=c["at"], requested_by=by, seen=c["seen"])
         messages.append((partition_key(account, command.email, command.contact_id),
                          orjson.dumps(command.model_dump(mode="json"))))
     if messages:

@@ -157,9 +157,29 @@ async def test_removal_of_51_contacts_is_refused_whole(make_story):
     assert out.returncode == 2 and "is in the future" in out.stderr and "Nothing was removed" in out.stderr
     out = run_cli(worker.env, "contacts", "remove", "--account", story.ACCOUNT, "--scenario", "sc-nope", story.CAT)
     assert out.returncode == 2 and "scenario 'sc-nope' has no contacts in account" in out.stderr, out.stderr
+    # Before the enrollment's last change: the log would show a removal its state had already moved past.
+    out = run_cli(worker.env, "contacts", "remove", "--account", story.ACCOUNT, "--scenario", "sc-cart",
+                  "--at", "2020-01-01T00:00:00Z", story.CAT)
+    assert out.returncode == 1 and f"not removed: {story.CAT}: its enrollment last changed at" in out.stderr, out.stderr
+    assert "0 contact(s) removed" in out.stdout
     await s.drained()
     [cat] = live_sql(worker, "SELECT status FROM {db}.enrollment_state FINAL WHERE email = 'cat@example.com'")
     assert cat == {"status": "active"}
+
+
+async def test_a_removal_without_a_worker_says_it_is_queued_and_applies_when_one_starts(make_story):
+    s = make_story("queued")
+    worker = s.worker()
+    await s.publish(story.phase_one())
+    await s.drained()
+    worker.stop()
+    out = run_cli(worker.env, "contacts", "remove", "--account", story.ACCOUNT, "--scenario", "sc-cart", story.CAT)
+    assert out.returncode == 0, out.stderr
+    assert f"queued: {story.CAT}" in out.stdout and "no worker runs with this data dir" in out.stderr, out.stdout
+    worker = s.worker(worker.data_dir)
+    await s.drained()
+    [cat] = live_sql(worker, "SELECT status FROM {db}.enrollment_state FINAL WHERE email = 'cat@example.com'")
+    assert cat == {"status": "removed"}
 
 
 async def test_a_contacts_state_is_saved_to_the_partition_of_its_events(make_story):

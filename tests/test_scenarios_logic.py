@@ -198,3 +198,20 @@ def test_a_late_open_of_an_email_a_step_sent_is_still_logged_at_that_step():
     opens = [r for r in out.scenario_rows if r[13].startswith("open")]
     assert [(r[13], r[1], r[6], r[12]) for r in opens] == [("open", "sc-1", "s2", "message")]
     assert out.late == 3
+
+
+def test_a_removal_now_is_placed_after_a_step_the_platform_stamped_ahead_of_this_clock():
+    from datetime import datetime, timezone
+
+    from autologs.removal import plan
+
+    now = datetime(2026, 11, 27, 16, 0, tzinfo=timezone.utc)
+    ahead, behind = now + timedelta(seconds=50), now - timedelta(hours=1)
+    rows = [["ann@example.com", "ann@example.com", 1, "waiting", "Welcome", "s3", "", behind, ahead],
+            ["bob@example.com", "bob@example.com", 2, "active", "Welcome", "s2", "", behind, behind]]
+    found, missing = plan(["ann@example.com", "bob@example.com"], rows, None, now)
+    assert [(c["given"], c["at"]) for c in found] == [("ann@example.com", ahead + timedelta(milliseconds=1)),
+                                                     ("bob@example.com", now)]
+    found, missing = plan(["ann@example.com", "bob@example.com"], rows, now, now)  # an explicit time
+    assert [c["given"] for c in found] == ["bob@example.com"]
+    assert missing[0][0] == "ann@example.com" and "last changed at 2026-11-27T16:00:50.000+00:00" in missing[0][1]
