@@ -19,6 +19,14 @@ def _fail(message: str) -> None:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """autologs: automation logs (event log, scenario log, contacts in scenarios) from Kafka to ClickHouse."""
+    from autologs.config import BadSettings
+
+    if not {"-h", "--help"} & set(sys.argv[1:]):
+        try:  # every command reads the settings: a bad one is refused here, the same way for all
+            get_settings()
+        except BadSettings as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
 
 
 # --- broker --------------------------------------------------------------------------------------

@@ -23,21 +23,21 @@ class Settings(BaseSettings):
     topic_retention_hours: float = Field(720, ge=0, description="Retention of the topics autologs creates (0 = forever); replays reach only this far back")
     event_log_ttl_days: int = Field(0, ge=0, description="Rows of the event log older than this are deleted (0 = kept forever)")
     scenario_log_ttl_days: int = Field(0, ge=0, description="Rows of the scenario log older than this are deleted (0 = kept forever)")
-    kafka_port: int = Field(9092, description="Port of the broker that `autologs broker start` runs")
-    kafka_controller_port: int = Field(9093, description="KRaft controller port of that broker")
+    kafka_port: int = Field(9092, ge=1, le=65535, description="Port of the broker that `autologs broker start` runs")
+    kafka_controller_port: int = Field(9093, ge=1, le=65535, description="KRaft controller port of that broker")
     kafka_version: str = Field("4.1.1", description="Apache Kafka version fetched from Maven Central")
-    kafka_heap: str = Field("512m", description="Java heap of the project's broker")
+    kafka_heap: str = Field("512m", pattern=r"^[1-9][0-9]*[kKmMgG]?$", description="Java heap of the project's broker")
     cache_dir: Path = Field(Path.home() / ".cache" / "autologs", description="Where the broker's jars are cached")
 
     # ClickHouse
     clickhouse_dsn: SecretStr | None = Field(
         None, description="ClickHouse server DSN, e.g. http://user:pw@host:8123/db; unset = embedded chdb"
     )
-    clickhouse_database: str = Field("autologs", description="Database holding the autologs tables")
+    clickhouse_database: str = Field("autologs", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$", description="Database holding the autologs tables")
     data_dir: Path = Field(Path(".autologs"), description="Local state: chdb data, broker data, pid files, logs")
 
     # Worker
-    web_port: int = Field(6066, description="Port of the worker's web server")
+    web_port: int = Field(6066, ge=1, le=65535, description="Port of the worker's web server")
     web_host: str = Field("127.0.0.1", description="Address the worker's web server binds (0.0.0.0 in a container)")
     sink_max_rows: int = Field(20_000, ge=1, description="A sink buffer is flushed at this many rows...")
     sink_max_delay_ms: int = Field(250, ge=1, description="...or when its oldest row is this old")
@@ -57,6 +57,15 @@ class Settings(BaseSettings):
         if isinstance(data, dict) and not data.get("kafka_bootstrap") and data.get("kafka_port"):
             data = {**data, "kafka_bootstrap": f"127.0.0.1:{data['kafka_port']}"}
         return data
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _host_and_port(cls, v: str) -> str:
+        for server in v.split(","):
+            host, colon, port = server.strip().rpartition(":")
+            if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError("give host:port[,host:port], e.g. 127.0.0.1:9092")
+        return v
 
     @field_validator("clickhouse_dsn")
     @classmethod

@@ -49,7 +49,11 @@ def test_settings_bootstrap_follows_the_broker_port_and_bad_values_are_named(mon
     for name, value, words in [("AUTOLOGS_TOPIC_PARTITIONS", "0", "greater than or equal to 1"),
                                ("AUTOLOGS_TOPIC_PREFIX", "a b", "pattern"),
                                ("AUTOLOGS_TOPIC_RETENTION_HOURS", "-1", "greater than or equal to 0"),
-                               ("AUTOLOGS_CLICKHOUSE_DSN", "notadsn://u:secret@", "give a URL")]:
+                               ("AUTOLOGS_CLICKHOUSE_DSN", "notadsn://u:secret@", "give a URL"),
+                               ("AUTOLOGS_WEB_PORT", "99999", "less than or equal to 65535"),
+                               ("AUTOLOGS_KAFKA_BOOTSTRAP", "nohostport", "host:port"),
+                               ("AUTOLOGS_KAFKA_HEAP", "lots", "pattern"),
+                               ("AUTOLOGS_CLICKHOUSE_DATABASE", "a;b", "pattern")]:
         monkeypatch.setenv(name, value)
         get_settings.cache_clear()
         with pytest.raises(BadSettings) as refused:
@@ -57,6 +61,14 @@ def test_settings_bootstrap_follows_the_broker_port_and_bad_values_are_named(mon
         assert name in str(refused.value) and words in str(refused.value) and "secret" not in str(refused.value)
         monkeypatch.delenv(name)
     get_settings.cache_clear()
+
+
+def test_a_bad_setting_stops_every_command_with_exit_status_2():
+    for command in (("keys", "list", "--account", "a"), ("logs", "events", "--account", "a"), ("broker", "status")):
+        out = run_cli({**os.environ, "AUTOLOGS_WEB_PORT": "abc"}, *command)
+        assert out.returncode == 2 and "error: bad configuration: AUTOLOGS_WEB_PORT='abc'" in out.stderr, out.stderr
+        assert "Traceback" not in out.stderr
+    assert run_cli({**os.environ, "AUTOLOGS_WEB_PORT": "abc"}, "keys", "list", "--help").returncode == 0
 
 
 @pytest.mark.parametrize("query,refused", [
