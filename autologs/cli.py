@@ -276,8 +276,8 @@ def _read_params(account: str, date_from, date_to, tz, lang, filters) -> dict[st
 def _read_options(fn):
     for option in reversed([
         click.option("--account", required=True, help="Account whose logs to read."),
-        click.option("--from", "date_from", help="Start (ISO 8601 date or time, in --tz). Default: 7 days ago."),
-        click.option("--to", "date_to", help="End (ISO 8601, in --tz). Default: now."),
+        click.option("--from", "date_from", help="Start (ISO 8601 date or time, in --tz). Default: 7 days ago (contacts: any entry date)."),
+        click.option("--to", "date_to", help="End (ISO 8601, in --tz). Default: now (contacts: any entry date)."),
         click.option("--tz", default="UTC", show_default=True, help="IANA time zone of the bounds and the dates shown."),
         click.option("--lang", type=click.Choice(["en", "fr"]), default="en", show_default=True,
                      help="Language of the messages and of 'internal request'."),
@@ -323,7 +323,7 @@ def logs(view, account, date_from, date_to, tz, lang, filters, limit, cursor) ->
         _fail(str(exc))
     columns = [c for c in result["columns"] if c != "id"]
     click.echo(_table(columns, [[row.get(c) for c in columns] for row in result["rows"]], width=40))
-    span = f" from {result['from']} to {result['to']}" if result.get("from") else " (any entry date)"
+    span = "".join(f" {side} {result[side]}" for side in ("from", "to") if result.get(side)) or " (any entry date)"
     click.echo(f"{len(result['rows'])} row(s){span} ({result['tz']})")
     if result.get("next_cursor"):
         click.echo(f"next page: --cursor {result['next_cursor']}")

@@ -378,6 +378,10 @@ def _decode_cursor(raw: str, q: Query) -> tuple[list, int | None, int | None]:
     return key, start, end
 
 
+UNBOUNDED_LO = datetime(1970, 1, 1, tzinfo=timezone.utc)
+UNBOUNDED_HI = datetime(2200, 1, 1, tzinfo=timezone.utc)
+
+
 def parse(view: str, account_id: str, params: Mapping[str, str], *, paging: bool = True,
           now: datetime | None = None) -> Query:
     """Validate the query string of one view; raises QueryError saying what to fix."""
@@ -427,8 +431,11 @@ def parse(view: str, account_id: str, params: Mapping[str, str], *, paging: bool
     start = end = None
     if spec.default_range or "from" in values or "to" in values:
         now = now or datetime.now(timezone.utc)
-        hi = _instant("to", values["to"], zone, True) if "to" in values else now
-        lo = _instant("from", values["from"], zone, False) if "from" in values else hi - timedelta(days=DEFAULT_DAYS)
+        # Contacts: only the bounds given (an entry may be of any age; one stamped ahead is still shown).
+        open_hi, open_lo = (now, None) if spec.default_range else (UNBOUNDED_HI, UNBOUNDED_LO)
+        hi = _instant("to", values["to"], zone, True) if "to" in values else open_hi
+        lo = _instant("from", values["from"], zone, False) if "from" in values else (
+            open_lo or hi - timedelta(days=DEFAULT_DAYS))
         if lo > hi:
             raise QueryError(f"from ({lo.isoformat()}) is after to ({hi.isoformat()}): give from <= to")
         start, end = _ms(lo), _ms(hi)
@@ -487,7 +494,8 @@ def page(ch, view: str, account_id: str, params: Mapping[str, str]) -> dict:
     last = list(result[q.limit - 1][1 + len(names):]) if more else None
     return {"view": view, "columns": list(COLUMNS[view]), "rows": rows,
             "next_cursor": encode_cursor(q, last) if more else None,
-            "from": _iso(q.start, q.tz), "to": _iso(q.end, q.tz), "tz": q.tz.key}
+            "from": None if q.start == _ms(UNBOUNDED_LO) else _iso(q.start, q.tz),
+            "to": None if q.end == _ms(UNBOUNDED_HI) else _iso(q.end, q.tz), "tz": q.tz.key}
 
 
 def _newest_first(keys: list[tuple]) -> bool:
