@@ -703,14 +703,24 @@ def dlq_redrive(since, event_type, ids, fix, include_failed_redrives) -> None:
 
 
 # --- analysts ------------------------------------------------------------------------------------
-@cli.command()
-@click.argument("query")
-@click.option("--format", "fmt", type=click.Choice(["tsv", "json"]), default="tsv", show_default=True)
-def sql(query: str, fmt: str) -> None:
-    """Run one read-only QUERY on ClickHouse (`{db}` names the autologs database) and print the rows."""
+@cli.command(context_settings={"ignore_unknown_options": True})  # a query may begin with a "-- comment"
+@click.argument("query", required=False)
+@click.option("--format", "fmt", type=click.Choice(["tsv", "json"]), default="tsv", show_default=True,
+              help="tsv: a header line, then tab-separated rows; json: one JSON object per row.")
+def sql(query: str | None, fmt: str) -> None:
+    """Run one read-only QUERY on ClickHouse (`{db}` names the autologs database) and print the rows.
+
+    Without QUERY (or with '-') the query is read from standard input: `autologs sql < report.sql`.
+    """
     from autologs.clickhouse import ClickHouseUnavailable
     from autologs.processes import read_query
 
+    if query is None or query == "-":
+        if sys.stdin.isatty():
+            _fail('give a query, e.g. autologs sql "SELECT count() FROM {db}.v_event_log", or pipe one in')
+        query = sys.stdin.read()
+    if not query.strip():
+        _fail('the query is empty; e.g. autologs sql "SELECT count() FROM {db}.v_event_log"')
     try:
         columns, rows = read_query(get_settings(), query)
     except ClickHouseUnavailable as exc:

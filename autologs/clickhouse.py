@@ -37,6 +37,7 @@ _OUTFILE = re.compile(r"\bINTO\s+OUTFILE\b", re.I)
 # Strings, quoted names and comments, whose ';' separate nothing.
 _QUOTED = re.compile(r"'(?:[^'\\]|\\.|'')*'|\"(?:[^\"\\]|\\.)*\"|`(?:[^`\\]|\\.)*`|--[^\n]*|/\*.*?\*/", re.S)
 _SEMICOLON = re.compile(r";\s*(?=;)")  # ";;" counts once
+_FORMAT = re.compile(r"\bFORMAT\s+([A-Za-z0-9_]+)\s*;?\s*\Z", re.I)  # the client picks the output format
 
 
 def refuse_unless_read(query: str) -> str | None:
@@ -51,6 +52,10 @@ def refuse_unless_read(query: str) -> str | None:
     if word is None or word.group(0).upper() not in READ_STATEMENTS:
         return (f"only read statements run here ({', '.join(READ_STATEMENTS)}); "
                 f"this one starts with {(word.group(0) if word else head[:20])!r}")
+    fmt = _FORMAT.search(_QUOTED.sub("", query))
+    if fmt:
+        return (f"leave out FORMAT {fmt.group(1)}: the rows are printed for you (`autologs sql --format tsv|json`; "
+                "the HTTP API and `autologs export` give CSV)")
     if _OUTFILE.search(query):
         return "INTO OUTFILE would write a file on the worker's machine: use `autologs export` or --format json"
     if _SEMICOLON.sub("", _QUOTED.sub("", query)).rstrip().rstrip(";").count(";"):

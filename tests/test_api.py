@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
 import urllib.error
 import urllib.request
 import uuid
@@ -16,7 +17,7 @@ from streams.produce import publish
 from streams.topics import Topics, ensure_topics
 from tests import story
 from tests.examples import example, keyed, wait_drained
-from tests.support import WorkerProcess, run_cli
+from tests.support import AUTOLOGS, WorkerProcess, run_cli
 
 RANGE = {"from": "2026-11-19", "to": "2026-11-21", "tz": "UTC"}
 
@@ -183,6 +184,14 @@ def test_a_refused_write_leaves_the_worker_writing(running, settings):
         assert out.returncode == 1 and ("only read statements" in out.stderr or "OUTFILE" in out.stderr), out.stderr
     out = run_cli(worker.env, "sql", "--format", "json", "/* a comment */ (SELECT count() AS n FROM {db}.api_keys)")
     assert out.returncode == 0 and orjson.loads(out.stdout)["n"] >= 2, out.stderr
+    # Pasted as the README shows them: beginning with a "-- comment", or from a file on standard input.
+    out = run_cli(worker.env, "sql", "--format", "json", "-- keys per account\nSELECT count() AS n FROM {db}.api_keys")
+    assert out.returncode == 0 and orjson.loads(out.stdout)["n"] >= 2, out.stderr
+    piped = subprocess.run([AUTOLOGS, "sql", "--format", "json"], input="SELECT 41 + 1 AS n\n", env=worker.env,
+                           capture_output=True, text=True, timeout=120)
+    assert piped.returncode == 0 and orjson.loads(piped.stdout) == {"n": 42}, piped.stderr
+    out = run_cli(worker.env, "sql", "SELECT 1 FORMAT Vertical")
+    assert out.returncode == 1 and "leave out FORMAT Vertical" in out.stderr, out.stderr
     prefix = worker.env["AUTOLOGS_TOPIC_PREFIX"]
     names = Topics(prefix)
     late = example("page", 9001, account="acct-other", email="late@example.com")

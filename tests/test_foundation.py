@@ -77,7 +77,9 @@ def test_a_bad_setting_stops_every_command_with_exit_status_2():
     ("SELECT 'it''s; fine' -- ; no\n", None), ("SELECT `a;b` FROM t", None),
     ("DROP TABLE {db}.api_keys", "only read statements"), ("insert into t values (1)", "only read statements"),
     ("SET readonly = 0", "only read statements"), ("SELECT 1; DROP TABLE {db}.api_keys", "one statement"),
-    ("SELECT 1 INTO OUTFILE 'x.csv'", "OUTFILE"),
+    ("SELECT 1 INTO OUTFILE 'x.csv'", "OUTFILE"), ("SELECT 1 FORMAT Vertical", "leave out FORMAT Vertical"),
+    ("select 1 format JSON;\n", "leave out FORMAT JSON"), ("SELECT 'FORMAT CSV' AS f", None),
+    ("SELECT formatDateTime(now(), '%F') AS format", None),
 ])
 def test_only_single_read_statements_reach_the_engine(query, refused):
     from autologs.clickhouse import refuse_unless_read
