@@ -131,6 +131,10 @@ def make_routes(ctx: ApiContext) -> list[web.RouteDef]:
                 or not isinstance(body.get("contacts"), list) or not all(isinstance(c, (str, int))
                                                                          for c in body["contacts"]):
             return _error(400, 'send JSON: {"scenario": "...", "contacts": ["email or id", ...]}')
+        unknown = sorted(set(body) - {"scenario", "contacts", "at", "by"})
+        if unknown:  # a misspelt "at" or "by" must not be dropped silently
+            return _error(400, f"unknown field {unknown[0]!r}; the fields are scenario, contacts, at (ISO 8601, "
+                               "default now) and by (who asks). Nothing was removed.")
         at = None
         if body.get("at"):
             try:

@@ -122,6 +122,9 @@ def test_contacts_scenarios_detail_and_removal(running):
     status, body, _ = call(worker, "contacts/remove", key, body={"scenario": "sc-cart", "contacts": [story.CAT],
                                                                  "at": "2099-01-01T00:00:00+00:00"})
     assert status == 400 and b"in the future" in body
+    status, body, _ = call(worker, "contacts/remove", key, body={"scenario": "sc-cart", "contacts": [story.CAT],
+                                                                 "when": "2026-11-20T10:00:00Z"})
+    assert status == 400 and b"unknown field 'when'" in body and b"Nothing was removed" in body
     status, body, _ = call(worker, "contacts/remove", key, body={"scenario": "sc-cart",
                                                                  "contacts": [story.CAT, story.DAN]})
     assert status == 200, body
