@@ -77,8 +77,12 @@ def _params(ev: Envelope) -> tuple[str, dict]:
     if t == "automation_step_reached":
         return t, {"step": ev.get("step_name") or ev["step_id"]}
     if t == "automation_waiting":
-        until = ev.get("wait_until")
-        return t, {"wait_for": ev.get("wait_for") or "", "wait_until": until.isoformat() if until else ""}
+        until, wait_for = ev.get("wait_until"), ev.get("wait_for") or ""
+        if until and wait_for:
+            return t, {"wait_for": wait_for, "wait_until": until.isoformat()}
+        if until:
+            return "automation_waiting_until", {"wait_until": until.isoformat()}
+        return ("automation_waiting_for", {"wait_for": wait_for}) if wait_for else ("automation_waiting_open", {})
     if t == "automation_action":
         if ev["action"] == "send_email":
             return "automation_email_sent", {"name": str(ev.get("message_id") or ev.get("template_id")

@@ -19,6 +19,11 @@ CATALOGUE: dict[str, dict[str, str]] = {
     "automation_step_reached": {"en": "Contact reached step {step}", "fr": "Le contact a atteint l'étape {step}"},
     "automation_waiting": {"en": "Contact is waiting ({wait_for}) until {wait_until}",
                            "fr": "Le contact est en attente ({wait_for}) jusqu'au {wait_until}"},
+    # A wait without its reason or its end (the engine sends either, or neither): no dangling words.
+    "automation_waiting_for": {"en": "Contact is waiting ({wait_for})", "fr": "Le contact est en attente ({wait_for})"},
+    "automation_waiting_until": {"en": "Contact is waiting until {wait_until}",
+                                 "fr": "Le contact est en attente jusqu'au {wait_until}"},
+    "automation_waiting_open": {"en": "Contact is waiting", "fr": "Le contact est en attente"},
     "automation_action": {"en": "Action {action} ran at step {step}",
                           "fr": "L'action {action} a été exécutée à l'étape {step}"},
     "automation_email_sent": {"en": "Email {name} sent", "fr": "Email {name} envoyé"},

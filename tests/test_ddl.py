@@ -340,7 +340,9 @@ def test_analyst_views_render_messages_as_the_catalogue_does(ch):
     from autologs.migrate import DDL_DIR
     from schemas.messages import render, sql_render_expression
 
-    text = (DDL_DIR / "0005_analyst_views.sql").read_text()
+    # The newest file that (re)creates the view is what the database holds.
+    text = [f.read_text() for f in sorted(DDL_DIR.glob("*.sql"))
+            if "CREATE VIEW IF NOT EXISTS {db}.v_scenario_log" in f.read_text()][-1]
     for lang in ("en", "fr"):
         assert sql_render_expression("message_code", "message_params", lang) in text, lang
     account = f"views-{uuid.uuid4().hex[:6]}"
@@ -351,6 +353,15 @@ def test_analyst_views_render_messages_as_the_catalogue_does(ch):
                          {"a": account})
     assert (en, fr) == (render("automation_exited", '{"reason":"goal_reached"}', "en"),
                         render("automation_exited", '{"reason":"goal_reached"}', "fr"))
+    for code, params in (("automation_waiting_for", '{"wait_for":"ouverture"}'), ("automation_waiting_open", ""),
+                         ("automation_waiting_until", '{"wait_until":"2026-11-28T08:00:00+00:00"}')):
+        ch.command("INSERT INTO {db}.scenario_log (account_id, scenario_id, occurred_at, email, type, message_code, "
+                   "message_params, source_event_id) VALUES ({a:String}, 'sc', now64(3), 'a@example.com', "
+                   "'automation_waiting', {c:String}, {p:String}, {c:String})", {"a": account, "c": code, "p": params})
+        [(en, fr)] = ch.rows("SELECT message_en, message_fr FROM {db}.v_scenario_log WHERE account_id = {a:String} "
+                             "AND source_event_id = {c:String}", {"a": account, "c": code})
+        assert (en, fr) == (render(code, params, "en"), render(code, params, "fr")) and "()" not in fr, (en, fr)
+        assert not fr.endswith("jusqu'au") and not en.endswith("until"), fr
     [(ip,)] = ch.rows("SELECT count() FROM {db}.v_contacts_in_scenarios WHERE account_id = {a:String}", {"a": account})
     assert ip == 0
 

@@ -215,3 +215,19 @@ def test_a_removal_now_is_placed_after_a_step_the_platform_stamped_ahead_of_this
     found, missing = plan(["ann@example.com", "bob@example.com"], rows, now, now)  # an explicit time
     assert [c["given"] for c in found] == ["bob@example.com"]
     assert missing[0][0] == "ann@example.com" and "last changed at 2026-11-27T16:00:50.000+00:00" in missing[0][1]
+
+
+def test_a_wait_without_its_reason_or_its_end_reads_whole():
+    from processors.scenarios import _params
+
+    def shown(**over):
+        ev = EVENT_ADAPTER.validate_python(_ev("automation_waiting", 0, "w", **over))
+        code, params = _params(ev)
+        return render(code, params, "fr")
+
+    assert shown(wait_for="2 jours", wait_until="2026-11-22T09:00:00Z") == \
+        "Le contact est en attente (2 jours) jusqu'au 2026-11-22T09:00:00+00:00"
+    assert shown(wait_for="ouverture de l'email", wait_until=None) == "Le contact est en attente (ouverture de l'email)"
+    assert shown(wait_for=None, wait_until="2026-11-22T09:00:00Z") == \
+        "Le contact est en attente jusqu'au 2026-11-22T09:00:00+00:00"
+    assert shown(wait_for=None, wait_until=None) == "Le contact est en attente"
