@@ -85,8 +85,8 @@ def _params(ev: Envelope) -> tuple[str, dict]:
         return ("automation_waiting_for", {"wait_for": wait_for}) if wait_for else ("automation_waiting_open", {})
     if t == "automation_action":
         if ev["action"] == "send_email":
-            return "automation_email_sent", {"name": str(ev.get("message_id") or ev.get("template_id")
-                                                          or ev.get("campaign_id") or "")}
+            return "automation_email_sent", {"name": str(ev.get("template_name") or ev.get("message_id")
+                                                          or ev.get("template_id") or ev.get("campaign_id") or "")}
         return t, {"action": ev["action"], "step": ev["step_id"]}
     if t == "automation_exited":
         return t, {"reason": ev["reason"]}

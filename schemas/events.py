@@ -273,6 +273,7 @@ class AutomationAction(_Automation):
     type: Literal["automation_action"]
     step_id: StepId  # type: ignore[misc]
     action: Annotated[str, Field(min_length=1, max_length=128)]  # e.g. send_email, add_to_list, webhook
+    template_name: NameOr  # the email sent, as the marketer named it: the scenario log's "Email … sent"
 
 
 class AutomationExited(_Automation):

@@ -33,6 +33,16 @@ DIRECT_FIELDS: tuple[tuple[str, str, object], ...] = (
 NAME_FIELDS = ("form_name", "list_name", "campaign_name", "template_name", "automation_name", "event_name",
                "page_title", "url")
 SOURCE_COLUMNS = ("src_topic", "src_partition", "src_offset")
+
+
+def name_fields(fields) -> list[str]:
+    """The fields that name an event, first present wins; an automation event is named by its automation
+    (an email an action sent is named in the scenario log's message instead)."""
+    names = [f for f in NAME_FIELDS if f in fields]
+    if "automation_name" in names:
+        names.remove("automation_name")
+        names.insert(0, "automation_name")
+    return names
 EVENT_LOG_COLUMNS: tuple[str, ...] = (
     *(c for _, c, _ in DIRECT_FIELDS), "source_name", "properties", "details", *SOURCE_COLUMNS,
 )
@@ -60,7 +70,7 @@ def _generic_row(ev: Envelope, src: Source) -> list:
     for field, _column, empty in DIRECT_FIELDS:
         v = ev.get(field)
         row.append(empty if v is None else v)
-    row.append(next((ev[f] for f in NAME_FIELDS if ev.get(f)), ""))
+    row.append(next((ev[f] for f in name_fields(ev) if ev.get(f)), ""))
     row.append(orjson.dumps(ev["properties"]).decode() if ev["properties"] else "")
     extra = {k: v for k, v in ev.items() if k not in _DIRECT and v is not None and v != ""}
     row.append(orjson.dumps(extra, default=_json_default).decode() if extra else "")
@@ -76,7 +86,7 @@ def _compile_row(type_name: str, fields: list[str]) -> tuple[Callable[[Envelope,
     have = set(fields)
     cells = [f'(_v if (_v := ev["{f}"]) is not None else {empty!r})' if f in have else repr(empty)
              for f, _column, empty in DIRECT_FIELDS]
-    cells.append(" or ".join([f'ev["{f}"]' for f in NAME_FIELDS if f in have] + ['""']))
+    cells.append(" or ".join([f'ev["{f}"]' for f in name_fields(have)] + ['""']))
     cells.append('(_dumps(_p).decode() if (_p := ev["properties"]) else "")')
     lines = [f"def row_{type_name}(ev, src):", "    extra = {}"]
     lines += [f'    if (_x := ev["{f}"]) is not None and _x != "": extra["{f}"] = _x'

@@ -640,7 +640,8 @@ class _Simulation:
         message_id, template_id, opened = self._send_template(ts, c, name, _TEMPLATE_OPEN * 0.8,
                                                               journey=scenario.automation_id)
         self._emit(ts, c, "automation_action", {**self._fields(scenario, j, step), "action": "send_email",
-                                                 "message_id": message_id, "template_id": template_id}, False)
+                                                 "message_id": message_id, "template_id": template_id,
+                                                 "template_name": name}, False)
         j.last_open = opened
 
     def _exit_soon(self, ts: int, c: _Contact, j: _Journey, reason: str) -> None:

@@ -231,3 +231,15 @@ def test_a_wait_without_its_reason_or_its_end_reads_whole():
     assert shown(wait_for=None, wait_until="2026-11-22T09:00:00Z") == \
         "Le contact est en attente jusqu'au 2026-11-22T09:00:00+00:00"
     assert shown(wait_for=None, wait_until=None) == "Le contact est en attente"
+
+
+def test_an_email_a_step_sent_is_named_as_the_marketer_named_it():
+    from processors.scenarios import _params
+    from schemas.rows import EVENT_LOG_COLUMNS, event_log_row
+
+    named = EVENT_ADAPTER.validate_python(_ev("automation_action", 0, "a", template_name="Relance J+1"))
+    assert render(*_params(named), "fr") == "Email Relance J+1 envoyé"
+    row = dict(zip(EVENT_LOG_COLUMNS, event_log_row(named, Source("t", 0, 0))))
+    assert row["source_name"] == "Welcome"  # the event log names an automation event by its automation
+    unnamed = EVENT_ADAPTER.validate_python(_ev("automation_action", 0, "b"))
+    assert render(*_params(unnamed), "en") == "Email <w1@relay.example> sent"
