@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo, available_timezones
 
 import orjson
 
-from schemas.events import EVENT_TYPES, INTERNAL_REQUEST, IP_UNKNOWN_TYPES
+from schemas.events import EVENT_TYPES, INTERNAL_REQUEST, IP_UNKNOWN_TYPES, normalize_email
 from schemas.messages import ENROLLMENT_STATUSES, LANGUAGES, WORKFLOW_POINTS, render, sql_render_expression
 
 VIEWS = ("events", "scenarios", "contacts")
@@ -117,7 +117,15 @@ def _eq(column: str, parse=_text, ptype: str = "String"):
 
 
 def _email(column: str):
-    return _eq(column, lambda name, raw: _text(name, raw).lower())  # stored lower-cased
+    return _eq(column, lambda name, raw: _stored_email(_text(name, raw)))
+
+
+def _stored_email(raw: str) -> str:
+    """As events store it: lower-cased, an international domain in Unicode (schemas.events.normalize_email)."""
+    try:
+        return normalize_email(raw) or raw
+    except ValueError:  # not an address: it matches nothing, as it is
+        return raw.lower()
 
 
 def _contains(column: str):

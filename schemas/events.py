@@ -71,7 +71,18 @@ def normalize_email(v: str | None) -> str | None:
         return None
     if len(v) > 254 or not (_EMAIL.match(v) or _EMAIL.match(_ascii_domain(v))):
         raise ValueError(f"not a valid email address: {v[:80]!r}")
-    return v.lower()
+    v = v.lower()
+    return _unicode_domain(v) if "xn--" in v else v
+
+
+def _unicode_domain(v: str) -> str:
+    """One contact, one address: an international domain is kept in its Unicode form, as people write it, so
+    contact@xn--socit-esab.fr (how some senders encode it) is contact@société.fr."""
+    local, _at, domain = v.rpartition("@")
+    try:
+        return f"{local}@{domain.encode('ascii').decode('idna')}"
+    except UnicodeError:
+        return v
 
 
 def _ascii_domain(v: str) -> str:

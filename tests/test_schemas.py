@@ -162,6 +162,8 @@ def test_tracker_event_names_and_eventdata_are_taken_as_the_tracker_sends_them()
 
 def test_an_email_with_an_international_domain_is_accepted_as_written():
     assert valid(example("track", email="Contact@Société.fr"))["email"] == "contact@société.fr"
+    # The same address as some senders encode it (punycode): the same contact.
+    assert valid(example("track", email="Contact@xn--socit-esab.fr"))["email"] == "contact@société.fr"
     for bad in ("contact@soci été.fr", "contact@.société.fr", "contact@société"):
         assert "not a valid email" in rejected(example("track", email=bad)), bad
 
