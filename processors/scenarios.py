@@ -31,6 +31,8 @@ ACTIVE = ("active", "waiting")
 # The attribution of an automation event for an enrollment already closed (it changes nothing): an email the
 # engine sent after a manual removal is then found with `attribution = 'after_removal'`.
 CLOSED_MARKS = {"removed": "after_removal", "exited": "after_exit"}
+# How a scenario-log row is tied to its scenario (the column `attribution`, and the scenarios view's filter).
+ATTRIBUTIONS = ("automation", "message", "enrollment", *CLOSED_MARKS.values())
 MAX_SENDS = 200  # remembered sends per contact, for attribution of later opens and clicks
 
 SCENARIO_LOG_COLUMNS = (

@@ -29,8 +29,9 @@ from zoneinfo import ZoneInfo, available_timezones
 
 import orjson
 
+from processors.scenarios import ATTRIBUTIONS
 from schemas.events import EVENT_TYPES, INTERNAL_REQUEST, IP_UNKNOWN_TYPES, normalize_email
-from schemas.messages import ENROLLMENT_STATUSES, LANGUAGES, WORKFLOW_POINTS, render, sql_render_expression
+from schemas.messages import ATTRIBUTION_LABELS, ENROLLMENT_STATUSES, LANGUAGES, WORKFLOW_POINTS, render, sql_render_expression
 
 VIEWS = ("events", "scenarios", "contacts")
 MAX_PAGE = 1000
@@ -193,10 +194,12 @@ SPECS: dict[str, View] = {
         (("date", _date("occurred_at")), ("user_email", "email"), ("scenario_name", "scenario_name"),
          ("scenario_id", "scenario_id"), ("step_id", "step_id"), ("start_id", "start_id"),
          ("workflow_points", _translated("workflow_point", WORKFLOW_POINTS)), ("type", "toString(type)"),
-         ("message", lambda lang: sql_render_expression("message_code", "message_params", lang, "tz"))),
+         ("message", lambda lang: sql_render_expression("message_code", "message_params", lang, "tz")),
+         ("attribution", _translated("attribution", ATTRIBUTION_LABELS))),
         {"email": _email("email"), "contact_id": _eq("contact_id", _uint64, "UInt64"), "scenario": _eq("scenario_id"),
          "step": _eq("step_id"), "type": _eq("type", _choice(*EVENT_TYPES)),
-         "workflow_point": _eq("workflow_point", _choice(*WORKFLOW_POINTS))},
+         "workflow_point": _eq("workflow_point", _choice(*WORKFLOW_POINTS)),
+         "attribution": _eq("attribution", _choice(*ATTRIBUTIONS))},
         # The email and step filters use skip indexes under FINAL. Exact mode would also read every granule
         # sharing sorting-key values with a selected one, in case a newer copy of a row no longer matches;
         # here every copy of a row is derived from the same event and carries the same email and step, so

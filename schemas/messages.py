@@ -61,6 +61,14 @@ ENROLLMENT_STATUSES = {  # of an enrollment (contacts in scenarios)
     "removed": {"en": "removed", "fr": "supprimé"},
 }
 
+ATTRIBUTION_LABELS = {  # how a scenario-log row is tied to its scenario (processors/scenarios.py, ATTRIBUTIONS)
+    "automation": {"en": "scenario event", "fr": "événement du scénario"},
+    "message": {"en": "email of this scenario", "fr": "email de ce scénario"},
+    "enrollment": {"en": "contact in the scenario", "fr": "contact dans le scénario"},
+    "after_removal": {"en": "after the manual removal", "fr": "après la suppression manuelle"},
+    "after_exit": {"en": "after the exit", "fr": "après la sortie"},
+}
+
 WORKFLOW_POINTS = {
     "started": {"en": "started", "fr": "démarré"},
     "restarted": {"en": "restarted", "fr": "redémarré"},

@@ -112,18 +112,20 @@ def test_event_log_accepts_a_row_of_the_row_writer(ch):
     ch.command("DELETE FROM {db}.event_log WHERE event_id = {e:String}", parameters={"e": ev["event_id"]})
 
 
-def test_migrations_are_recorded_and_idempotent(ch):
+def test_migrations_are_recorded_and_idempotent(ch, scratch):
     files = migrate.discover()
     assert files, "no DDL file found"
     assert migrate.applied(ch) == {m.id: m.checksum() for m in files}
     assert migrate.migrate(ch) == []
     assert migrate.plan(ch) == []
-    # A migration that died half-way is applied again: every statement runs twice without error.
+    # A migration that died half-way is applied again from its first statement (the runner applies files in
+    # order and records each once done): every file's statements run twice in a row without error.
+    db = scratch("twice")
     for m in files:
-        for statement in m.statements():
-            ch.command(statement)
-    assert ch.rows("SELECT count() FROM {db}.schema_migrations FINAL") == [(len(files),)]
-    assert model_problems(ch) == []
+        for _ in range(2):
+            for statement in m.statements():
+                db.command(statement)
+    assert model_problems(db) == []
 
 
 def test_a_new_file_is_planned_and_an_edited_one_is_refused(scratch, tmp_path):

@@ -192,8 +192,12 @@ def test_every_scenario_filter_narrows_to_exactly_the_expected_rows(db):
         ("step", "s2", _scenario_ids(lambda e: e[3] == "s2")),
         ("type", "form", _scenario_ids(lambda e: e[6] == "form")),
         ("workflow_point", "exited", _scenario_ids(lambda e: e[5] == "exited")),
+        ("attribution", "message", _scenario_ids(lambda e: e[8] == "message")),
     ]
     assert {name for name, _, _ in cases} == set(views.FILTERS["scenarios"])
+    # With an email, the page reads the copy sorted by contact: it carries the attribution too.
+    assert ids(db, "scenarios", story.ACCOUNT, RANGE | {"email": story.ANN, "attribution": "message"}) == \
+        _scenario_ids(lambda e: e[2] == story.ANN and e[8] == "message") != set()
     assert ids(db, "scenarios", story.ACCOUNT, RANGE) == _scenario_ids(lambda e: True)
     for name, value, expected in cases:
         assert expected, name
@@ -660,3 +664,25 @@ def test_a_cursor_only_works_for_its_view_and_filters(db):
         views.page(db, "events", "", {})
     with pytest.raises(QueryError, match="scenario_id"):
         views.detail(db, "scenarios", A, "no-separator")
+
+
+def test_a_send_after_a_manual_removal_is_marked_on_the_page_and_can_be_filtered(db):
+    from processors.scenarios import ATTRIBUTIONS, SCENARIO_LOG_COLUMNS
+    from schemas.messages import ATTRIBUTION_LABELS
+
+    assert set(ATTRIBUTION_LABELS) == set(ATTRIBUTIONS)
+    account, at = "acct-after", datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc)
+    row = dict.fromkeys(SCENARIO_LOG_COLUMNS, "") | {
+        "account_id": account, "scenario_id": "sc", "scenario_name": "Relance", "occurred_at": at, "contact_id": 0,
+        "email": "marc@example.com", "step_id": "s4", "type": "automation_action",
+        "message_code": "automation_email_sent", "message_params": '{"name":"-10%"}', "src_partition": 0,
+        "src_offset": 0}
+    db.insert("scenario_log", [[{**row, "attribution": a, "source_event_id": a}[c] for c in SCENARIO_LOG_COLUMNS]
+                               for a in ("automation", "after_removal")], SCENARIO_LOG_COLUMNS)
+    params = {"from": "2026-11-20", "to": "2026-11-21", "lang": "fr"}
+    page = views.page(db, "scenarios", account, params | {"attribution": "after_removal"})
+    assert [(r["attribution"], r["message"]) for r in page["rows"]] == [
+        ("après la suppression manuelle", "Email -10% envoyé")]
+    by_contact = views.page(db, "scenarios", account, params | {"email": "marc@example.com"})
+    assert sorted(r["attribution"] for r in by_contact["rows"]) == ["après la suppression manuelle",
+                                                                    "événement du scénario"]
