@@ -379,3 +379,19 @@ def test_every_table_view_and_column_an_analyst_reads_has_a_comment(ch):
                      "AND name NOT LIKE '%\\\\_mv' AND name NOT LIKE '%\\\\_\\\\_%' AND name NOT LIKE '.inner%' "
                      "AND name != 'schema_migrations'", {"d": ch.database})
     assert tables == []
+
+
+def test_every_sql_example_of_the_readme_runs(ch):
+    """The Analysts section's queries are meant to be pasted: each must run on the migrated schema."""
+    import re
+    from pathlib import Path
+
+    from autologs.clickhouse import refuse_unless_read
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    statements = [st for block in re.findall(r"```sql\n(.*?)```", readme, re.S)
+                  for st in re.split(r";\s*\n", block) if re.sub(r"--[^\n]*", "", st).strip()]
+    assert len(statements) >= 4
+    for statement in statements:
+        assert refuse_unless_read(statement) is None, statement  # `autologs sql` takes it as it is
+        ch.rows(statement)
