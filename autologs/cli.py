@@ -12,6 +12,10 @@ from autologs.config import get_settings
 
 
 def _fail(message: str) -> None:
+    if "(UNKNOWN_DATABASE)" in message or "(UNKNOWN_TABLE)" in message:  # a data dir (or database) never migrated
+        message = (f"{message.split(' (version')[0].strip()}\nThe autologs tables are not there yet: start the worker "
+                   "(`autologs start`), which creates them, or run `autologs migrate`; check AUTOLOGS_DATA_DIR and "
+                   "AUTOLOGS_CLICKHOUSE_DATABASE if they should exist.")
     click.echo(f"error: {message}", err=True)
     sys.exit(1)
 
