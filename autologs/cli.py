@@ -73,7 +73,8 @@ def broker_status() -> None:
 
 # --- ClickHouse ----------------------------------------------------------------------------------
 @cli.command()
-@click.option("--plan", is_flag=True, help="Only list the migrations that would be applied.")
+@click.option("--plan", is_flag=True, help="Only list what would change: the pending migrations with their statements "
+                                           "in full, and the table retention changes.")
 def migrate(plan: bool) -> None:
     """Apply the pending numbered DDL files of clickhouse/ddl/ in order."""
     from autologs import migrate as m
@@ -94,8 +95,8 @@ def migrate(plan: bool) -> None:
     if plan:
         for mig in pending:
             click.echo(f"pending: {mig.path.name}")
-            for statement in mig.statements():
-                click.echo("    " + statement.splitlines()[0][:100] + " ...")
+            for statement in mig.statements():  # in full: what will run is what is reviewed
+                click.echo("\n".join("    " + line for line in ch.sql(statement).splitlines()) + ";")
         for statement, what in retention:
             click.echo(f"retention: {what}\n    {statement}")
         click.echo(f"{len(pending)} pending migration(s), {len(retention)} retention change(s) in database "

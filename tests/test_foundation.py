@@ -245,6 +245,8 @@ def test_migrate_plan_cli_lists_nothing_after_migration(ch, tmp_root):
     first = run_cli(env, "migrate", "--plan")
     assert first.returncode == 0, first.stderr
     assert "pending: 0001_event_log.sql" in first.stdout
+    # Every statement in full, as it will run (the database named): the last line of a file's table is there.
+    assert "ORDER BY (account_id, email, occurred_at, event_id)" in first.stdout and "{db}" not in first.stdout
     applied = run_cli(env, "migrate")
     assert applied.returncode == 0 and "applying 0001_event_log.sql" in applied.stdout, applied.stderr
     again = run_cli(env, "migrate", "--plan")
