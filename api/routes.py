@@ -18,7 +18,7 @@ from aiohttp import web
 from autologs.admin import HEADER as ADMIN_HEADER, admin_key_matches
 from autologs.clickhouse import ClickHouse
 from autologs.config import Settings
-from autologs.keys import KeyRing
+from autologs.keys import KeyRing, is_revoked
 from autologs.removal import RemovalRefused, remove_contacts
 from query import views
 
@@ -56,11 +56,15 @@ def make_routes(ctx: ApiContext) -> list[web.RouteDef]:
                 raise web.HTTPBadRequest(body=orjson.dumps({"error": "name the account: ?account=..."}),
                                          content_type="application/json")
             return account
-        account = await ctx.ch.run(ctx.keys.account_for, _presented_key(request))
+        presented = _presented_key(request)
+        account = await ctx.ch.run(ctx.keys.account_for, presented)
         if account is None:
-            raise web.HTTPUnauthorized(body=orjson.dumps({"error": "missing or unknown API key: send "
-                                       "'Authorization: Bearer al_...' (create one with `autologs keys create`)"}),
-                                       content_type="application/json")
+            if presented and await ctx.ch.run(is_revoked, ctx.ch, presented):
+                message = "this API key was revoked: ask for a new one (`autologs keys create --account A`)"
+            else:
+                message = ("missing or unknown API key: send 'Authorization: Bearer al_...' (create one with "
+                           "`autologs keys create`)")
+            raise web.HTTPUnauthorized(body=orjson.dumps({"error": message}), content_type="application/json")
         asked = request.query.get("account")
         if asked is not None and asked != account:
             raise web.HTTPForbidden(body=orjson.dumps({"error": "this API key belongs to another account"}),

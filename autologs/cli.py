@@ -426,10 +426,11 @@ def _keys_call(body: dict) -> dict:
     m.migrate(ch)
     if body["action"] == "list":
         return {"keys": list_keys(ch, body["account"])}
-    if not revoke_key(ch, body["account"], body["key_id"]):
+    outcome = revoke_key(ch, body["account"], body["key_id"])
+    if outcome is None:
         raise RuntimeError(f"no key {body['key_id']!r} in account {body['account']!r}; "
                            "`autologs keys list --account A` shows them")
-    return {"revoked": True}
+    return {"revoked": True, "outcome": outcome}
 
 
 @keys.command("list")
@@ -454,10 +455,10 @@ def keys_revoke(account: str, key_id: str) -> None:
     Through the worker it applies at once; an `autologs api` process may honour it for up to 30 s (its cache).
     """
     try:
-        _keys_call({"action": "revoke", "account": account, "key_id": key_id})
+        outcome = _keys_call({"action": "revoke", "account": account, "key_id": key_id}).get("outcome", "revoked")
     except Exception as exc:
         _fail(str(exc))
-    click.echo(f"revoked {key_id.split('.', 1)[0]}")
+    click.echo(f"{outcome} {key_id.split('.', 1)[0]}")
 
 
 @cli.command()

@@ -34,20 +34,30 @@ def list_keys(ch: ClickHouse, account_id: str) -> list[dict]:
             for k, label, created, r in rows]
 
 
-def revoke_key(ch: ClickHouse, account_id: str, key_id: str) -> bool:
-    """Revoke one key of the account (`key_id`: the part after `al_`, or the whole key); False if unknown.
+def revoke_key(ch: ClickHouse, account_id: str, key_id: str) -> str | None:
+    """Revoke one key of the account (`key_id`: the part after `al_`, or the whole key): "revoked", "already
+    revoked", or None if the account has no such key.
 
     A newer version of its row with `revoked = 1` (the table keeps the last version of each key)."""
     m = _FORMAT.match(key_id.strip())
     key_id = m.group(1) if m else key_id.strip().removeprefix("al_")
-    rows = ch.rows("SELECT secret_hash, label, created_at FROM {db}.api_keys FINAL "
+    rows = ch.rows("SELECT secret_hash, label, created_at, revoked FROM {db}.api_keys FINAL "
                    "WHERE account_id = {a:String} AND key_id = {k:String}", {"a": account_id, "k": key_id})
     if not rows:
-        return False
-    secret_hash, label, created_at = rows[0]
+        return None
+    secret_hash, label, created_at, revoked = rows[0]
+    if revoked:
+        return "already revoked"
     ch.insert("api_keys", [[account_id, key_id, secret_hash, label, created_at, 1, time.time_ns()]],
               ["account_id", "key_id", "secret_hash", "label", "created_at", "revoked", "version"])
-    return True
+    return "revoked"
+
+
+def is_revoked(ch: ClickHouse, presented: str | None) -> bool:
+    """Whether `presented` is a well-formed key whose id was revoked (to say so, rather than "unknown")."""
+    m = _FORMAT.match((presented or "").strip())
+    return bool(m) and bool(ch.rows("SELECT 1 FROM {db}.api_keys FINAL WHERE key_id = {k:String} AND revoked = 1",
+                                    {"k": m.group(1)}))
 
 
 class KeyRing:

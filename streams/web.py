@@ -66,12 +66,13 @@ class AdminKeys(View):
         if action == "list":
             return self.json({"keys": await ch.run(list_keys, ch, account)})
         if action == "revoke":
-            if not await ch.run(revoke_key, ch, account, str(body.get("key_id", ""))):
+            outcome = await ch.run(revoke_key, ch, account, str(body.get("key_id", "")))
+            if outcome is None:
                 return self.json({"error": f"no key {body.get('key_id')!r} in account {account!r}; "
                                            "`autologs keys list --account A` shows them"}, status=404)
             if _key_ring is not None:
                 _key_ring.forget()
-            return self.json({"revoked": True})
+            return self.json({"revoked": True, "outcome": outcome})
         try:
             key = await ch.run(create_key, ch, account, str(body.get("label", "")))
         except ValueError as exc:

@@ -221,8 +221,12 @@ def test_a_revoked_key_opens_nothing_at_once(running):
     assert listed.returncode == 0 and f"{key.split('.')[0]}\t" in listed.stdout and "\tleaked" in listed.stdout
     assert key.split(".")[1] not in listed.stdout  # never the secret
     out = run_cli(worker.env, "keys", "revoke", "--account", "acct-other", key.split(".")[0])
-    assert out.returncode == 0, out.stderr
-    assert call(worker, "events", key, RANGE)[0] == 401
+    assert out.returncode == 0 and out.stdout.startswith("revoked al_"), out.stderr
+    status, body, _ = call(worker, "events", key, RANGE)
+    assert status == 401 and b"was revoked" in body, body
+    assert b"unknown API key" in call(worker, "events", key.split(".")[0] + ".not-the-secret", RANGE)[1]
+    again = run_cli(worker.env, "keys", "revoke", "--account", "acct-other", key.split(".")[0])
+    assert again.returncode == 0 and again.stdout.startswith("already revoked al_"), again.stdout
     line = [x for x in run_cli(worker.env, "keys", "list", "--account", "acct-other").stdout.splitlines()
             if x.startswith(key.split(".")[0])]
     assert line and "\trevoked\t" in line[0]
