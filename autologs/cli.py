@@ -348,8 +348,19 @@ def export(view, account, date_from, date_to, tz, lang, filters, output) -> None
     import os
     import time as clock
 
+    from query.views import QueryError, parse
+
     settings = get_settings()
     params = _read_params(account, date_from, date_to, tz, lang, filters)
+    try:  # a bad filter or date is said before anything is written
+        parse(view, account, {k: v for k, v in params.items() if k != "account"}, paging=False)
+    except QueryError as exc:
+        _fail(str(exc))
+    folder = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(folder):
+        _fail(f"cannot write {output}: the folder {folder} does not exist (create it, or give another path)")
+    if not os.access(folder, os.W_OK):
+        _fail(f"cannot write {output}: the folder {folder} is not writable by this user")
     started, rows = clock.monotonic(), 0
     partial = f"{output}.part"
     try:

@@ -170,7 +170,9 @@ def test_cli_reads_and_exports_through_the_worker(running, tmp_path):
     out = run_cli(worker.env, "export", "events", "--account", "acct-story", "--from", "2026-11-21", "--to",
                   "2026-11-19", "-o", str(target))
     assert out.returncode == 1 and target.read_bytes() == before  # a refused export leaves the file as it was
-    assert not (tmp_path / "scenarios.csv.part").exists()
+    assert not (tmp_path / "scenarios.csv.part").exists() and "exporting" not in out.stderr  # refused first
+    out = run_cli(worker.env, "export", "events", "--account", "acct-story", "-o", str(tmp_path / "no" / "x.csv"))
+    assert out.returncode == 1 and "the folder" in out.stderr and "does not exist" in out.stderr, out.stderr
     out = run_cli(worker.env, "keys", "create", "--account", "bad account")
     assert out.returncode == 1 and "account ids are 1-64 letters" in out.stderr, out.stderr  # the worker's reason
 
