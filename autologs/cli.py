@@ -330,6 +330,8 @@ def logs(view, account, date_from, date_to, tz, lang, filters, limit, cursor) ->
     click.echo(_table(columns, [[row.get(c) for c in columns] for row in result["rows"]], width=40))
     span = "".join(f" {side} {result[side]}" for side in ("from", "to") if result.get(side)) or " (any entry date)"
     click.echo(f"{len(result['rows'])} row(s){span} ({result['tz']})")
+    if result.get("hint"):
+        click.echo(f"hint: {result['hint']}", err=True)
     if result.get("next_cursor"):
         click.echo(f"next page: --cursor {result['next_cursor']}")
 

@@ -503,10 +503,26 @@ def page(ch, view: str, account_id: str, params: Mapping[str, str]) -> dict:
     rows = [{"id": r[0], **dict(zip(names, r[1:1 + len(names)]))} for r in result[:q.limit]]
     more = len(result) > q.limit
     last = list(result[q.limit - 1][1 + len(names):]) if more else None
-    return {"view": view, "columns": list(COLUMNS[view]), "rows": rows,
-            "next_cursor": encode_cursor(q, last) if more else None,
-            "from": None if q.start == _ms(UNBOUNDED_LO) else _iso(q.start, q.tz),
-            "to": None if q.end == _ms(UNBOUNDED_HI) else _iso(q.end, q.tz), "tz": q.tz.key}
+    page_ = {"view": view, "columns": list(COLUMNS[view]), "rows": rows,
+             "next_cursor": encode_cursor(q, last) if more else None,
+             "from": None if q.start == _ms(UNBOUNDED_LO) else _iso(q.start, q.tz),
+             "to": None if q.end == _ms(UNBOUNDED_HI) else _iso(q.end, q.tz), "tz": q.tz.key}
+    if not rows and q.after is None and params.get("scenario"):
+        hint = _scenario_named(ch, account_id, params["scenario"].strip())
+        if hint:
+            page_["hint"] = hint
+    return page_
+
+
+def _scenario_named(ch, account_id: str, name: str) -> str | None:
+    """An empty page filtered by a scenario *name* (the filter takes its id): say which id it is."""
+    ids = [i for i, in ch.rows("SELECT DISTINCT scenario_id FROM {db}.enrollment_state WHERE account_id = {a:String} "
+                               "AND scenario_name = {n:String} AND scenario_id != {n:String} LIMIT 5",
+                               {"a": account_id, "n": name})]
+    if not ids:
+        return None
+    return (f"'scenario' takes the scenario's id, and {name!r} is the name of {', '.join(sorted(ids))}: "
+            f"filter with scenario={sorted(ids)[0]}")
 
 
 def _newest_first(keys: list[tuple]) -> bool:

@@ -195,6 +195,10 @@ def test_every_scenario_filter_narrows_to_exactly_the_expected_rows(db):
         ("attribution", "message", _scenario_ids(lambda e: e[8] == "message")),
     ]
     assert {name for name, _, _ in cases} == set(views.FILTERS["scenarios"])
+    # A scenario's name where its id is expected: the empty page says which id that name has.
+    named = views.page(db, "scenarios", story.ACCOUNT, RANGE | {"scenario": "Welcome series"})
+    assert named["rows"] == [] and "is the name of sc-welcome: filter with scenario=sc-welcome" in named["hint"]
+    assert "hint" not in views.page(db, "scenarios", story.ACCOUNT, RANGE | {"scenario": "sc-nothing"})
     # With an email, the page reads the copy sorted by contact: it carries the attribution too.
     assert ids(db, "scenarios", story.ACCOUNT, RANGE | {"email": story.ANN, "attribution": "message"}) == \
         _scenario_ids(lambda e: e[2] == story.ANN and e[8] == "message") != set()
