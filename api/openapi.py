@@ -44,7 +44,9 @@ def document() -> dict:
         paths[f"/api/v1/{view}.csv"] = {"get": {
             "summary": f"CSV dump of {view} for the date range (streamed; same filters; limit and cursor are "
                        "refused: a dump is every row of the range)",
-            "parameters": [p for p in params if p["name"] not in ("limit", "cursor")],
+            "parameters": [p for p in params if p["name"] not in ("limit", "cursor")] + [_param(
+                "excel", "1: for a spreadsheet opened by a double click (a UTF-8 byte-order mark, ';' between cells, "
+                         "dates as 2026-11-20 11:00:00.000 in tz)")],
             "responses": {"200": {"description": "CSV, UTF-8, RFC 4180", "content": {"text/csv": {}}}, **_errors()}}}
         paths[f"/api/v1/{view}/{{row_id}}"] = {"get": {
             "summary": "Every technical field of one line (the expanded log)",

@@ -94,7 +94,7 @@ def make_routes(ctx: ApiContext) -> list[web.RouteDef]:
         params = params_of(request)
         unknown = sorted(set(params) - {"tz", "lang"})
         if unknown:
-            return _error(400, f"unknown parameter {unknown[0]!r} for one line; known: tz, lang")
+            return _error(400, f"unknown parameter {unknown[0]!r} for one line; known: account, tz, lang")
         try:
             row = await ctx.ch.run(partial(views.detail, tz=params.get("tz") or "UTC", lang=params.get("lang") or "en"),
                                    ctx.ch, view, account, request.match_info["row_id"])

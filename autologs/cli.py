@@ -341,7 +341,9 @@ def logs(view, account, date_from, date_to, tz, lang, filters, limit, cursor) ->
 @_read_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), required=True,
               help="CSV file to write.")
-def export(view, account, date_from, date_to, tz, lang, filters, output) -> None:
+@click.option("--excel", is_flag=True, help="For a spreadsheet opened by a double click: a UTF-8 byte-order mark, "
+                                           "';' between cells, dates as 2026-11-20 11:00:00.000 (in --tz).")
+def export(view, account, date_from, date_to, tz, lang, filters, output, excel) -> None:
     """Write a CSV dump of a view for a date range (streamed: memory stays flat whatever the range).
 
     The dump is written next to OUTPUT and renamed to it once complete: a refused or failed export leaves
@@ -354,8 +356,10 @@ def export(view, account, date_from, date_to, tz, lang, filters, output) -> None
 
     settings = get_settings()
     params = _read_params(account, date_from, date_to, tz, lang, filters)
+    if excel:
+        params["excel"] = "1"
     try:  # a bad filter or date is said before anything is written
-        parse(view, account, {k: v for k, v in params.items() if k != "account"}, paging=False)
+        parse(view, account, {k: v for k, v in params.items() if k not in ("account", "excel")}, paging=False)
     except QueryError as exc:
         _fail(str(exc))
     folder = os.path.dirname(os.path.abspath(output))
@@ -768,7 +772,7 @@ def demo(contacts: int, seed: int) -> None:
     try:
         run_demo(get_settings(), contacts, seed)
     except (RuntimeError, OSError) as exc:
-        _fail(f"{str(exc).rstrip('.')}. `make stop` stops what the demo started.")
+        _fail(f"{str(exc).rstrip('.')}. `autologs stop` (or `make stop`) stops what the demo started.")
 
 
 @cli.command()

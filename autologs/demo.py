@@ -185,7 +185,7 @@ def run_demo(settings: Settings, contacts: int, seed: int) -> None:
     click.echo(f"  API key for {account} (shown once): {key}")
     click.echo(f"  curl -H 'Authorization: Bearer {key}' "
                f"'http://127.0.0.1:{settings.web_port}/api/v1/events?email=...&limit=50'")
-    click.echo("\nThe broker and the worker keep running; `make stop` stops them.")
+    click.echo("\nThe broker and the worker keep running; `autologs stop` (or `make stop`) stops them.")
 
 
 def _api_key(settings: Settings, account: str) -> str:

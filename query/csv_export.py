@@ -35,7 +35,7 @@ import threading
 from dataclasses import replace
 from typing import BinaryIO, Callable, Iterator, Mapping
 
-from query.views import SPECS, Query, parse
+from query.views import SPECS, Query, QueryError, parse
 
 CHUNK_ROWS = 50_000  # rows of one query for whole chunks (csv_chunks without stream: the HTTP API)
 CHUNKS_PER_SCAN = 10  # views without a time-ordered copy: chunk boundaries found by one scan of the sort keys
@@ -55,6 +55,26 @@ _SETTINGS = "SETTINGS output_format_csv_crlf_end_of_line = 1"
 _COPY_SETTINGS = _SETTINGS + ", do_not_merge_across_partitions_select_final = 1, max_threads = 1, max_block_size = 8192"
 
 
+# `excel=1`: what a spreadsheet opened by a double click reads right (in locales whose list separator is ';',
+# such as French): a UTF-8 byte-order mark, ';' between cells, and dates as 2026-11-20 11:00:00.000 (in
+# `tz`, without the offset, which stops a spreadsheet recognising a date).
+EXCEL_BOM = b"\xef\xbb\xbf"
+DATE_COLUMNS = ("date", "entered_at")
+
+
+def _excel(raw: str) -> bool:
+    if raw.strip().lower() in ("", "0", "false", "no"):
+        return False
+    if raw.strip().lower() in ("1", "true", "yes"):
+        return True
+    raise QueryError(f"excel must be 1 or 0; got {raw!r}")
+
+
+def spreadsheet_date(iso_sql: str) -> str:
+    """The ISO 8601 date of a cell (2026-11-20T11:00:00.000+01:00) as a spreadsheet reads one."""
+    return rf"replaceRegexpOne({iso_sql}, '^([0-9-]+)T([0-9:.]+)[+-][0-9:]+$', '\\1 \\2')"
+
+
 def guard(sql: str) -> str:
     """SQL of a cell with the anti-formula prefix (the same rule as `escape_cell`)."""
     return rf"replaceRegexpOne({sql}, '^[=+\\-@\\t\\r]', '\'\\0')"
@@ -72,16 +92,20 @@ def csv_chunks(ch, view: str, account_id: str, params: Mapping[str, str], *, str
     `stream`: each chunk's CSV comes as the engine formats it, in pieces of up to STREAM_READ bytes split
     anywhere (not on record ends), so memory does not grow with `chunk_rows` — for a reader that writes the
     pieces away at once (export_csv): the engine is held until the chunk is read to its end."""
+    params = dict(params)
+    excel = _excel(params.pop("excel", ""))
     q = parse(view, account_id, params, paging=False)  # a limit or a cursor is refused: a dump is every row
     columns = q.columns()
     header = io.StringIO()
-    csv.writer(header, lineterminator="\r\n").writerow([name for name, _ in columns])
-    yield header.getvalue().encode()
+    csv.writer(header, lineterminator="\r\n", delimiter=";" if excel else ",").writerow([name for name, _ in columns])
+    yield (EXCEL_BOM if excel else b"") + header.getvalue().encode()
+    if excel:
+        columns = [(name, spreadsheet_date(sql) if name in DATE_COLUMNS else sql) for name, sql in columns]
     select = ", ".join(guard(sql) for _, sql in columns)
     copy = view in DUMP_TABLES
     if copy:
         q = replace(q, table=DUMP_TABLES[view])
-    settings = _COPY_SETTINGS if copy else _SETTINGS
+    settings = (_COPY_SETTINGS if copy else _SETTINGS) + (", format_csv_delimiter = ';'" if excel else "")
     rows = chunk_rows or CHUNK_ROWS
     after = None
     while True:

@@ -171,6 +171,15 @@ def test_cli_reads_and_exports_through_the_worker(running, tmp_path):
                   "2026-11-19", "-o", str(target))
     assert out.returncode == 1 and target.read_bytes() == before  # a refused export leaves the file as it was
     assert not (tmp_path / "scenarios.csv.part").exists() and "exporting" not in out.stderr  # refused first
+    excel = tmp_path / "excel.csv"
+    out = run_cli(worker.env, "export", "scenarios", "--account", "acct-story", "--from", "2026-11-19", "--to",
+                  "2026-11-21", "--lang", "fr", "--excel", "-o", str(excel))
+    assert out.returncode == 0, out.stderr
+    raw = excel.read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbfdate;user_email;scenario_name;"), raw[:80]
+    rows = list(csv.reader(io.StringIO(raw.decode("utf-8-sig"), newline=""), delimiter=";"))
+    assert len(rows) == len(lines) and rows[1][0].count(":") == 2 and " " in rows[1][0] and "T" not in rows[1][0]
+    assert "+" not in rows[1][0] and rows[1][0][:10] == lines[1][0][:10], (rows[1][0], lines[1][0])
     out = run_cli(worker.env, "export", "events", "--account", "acct-story", "-o", str(tmp_path / "no" / "x.csv"))
     assert out.returncode == 1 and "the folder" in out.stderr and "does not exist" in out.stderr, out.stderr
     out = run_cli(worker.env, "keys", "create", "--account", "bad account")

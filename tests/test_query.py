@@ -418,6 +418,17 @@ def test_a_csv_dump_equals_the_view(db, monkeypatch, view, account, params, chun
     assert written == sum(progress) == len(page["rows"]) > 0
     assert out.getvalue() == b"".join(csv_chunks(db, view, account, params))
     assert out.getvalue().count(b"\r\n") >= len(data) + 1  # RFC 4180 line ends
+    # For a spreadsheet: the same cells, ';'-separated after a byte-order mark, dates without T and offset.
+    excel = io.BytesIO()
+    assert export_csv(db, view, account, params | {"excel": "1"}, excel) == len(data)
+    assert excel.getvalue().startswith(csv_export.EXCEL_BOM)
+    sheet = list(csv.reader(io.StringIO(excel.getvalue().decode("utf-8-sig"), newline=""), delimiter=";"))
+    dated = [i for i, c in enumerate(header) if c in csv_export.DATE_COLUMNS]
+    assert sheet[0] == header and len(sheet) == len(table) and dated
+    for got, want in zip(sheet[1:], data):
+        assert [got[i] for i in range(len(header)) if i not in dated] == \
+            [want[i] for i in range(len(header)) if i not in dated]
+        assert all(got[i] == want[i][:23].replace("T", " ") for i in dated), (got, want)
 
 
 @pytest.mark.parametrize("params", [RANGE | {"lang": "fr", "tz": "America/St_Johns"},
