@@ -9,7 +9,7 @@ import orjson
 
 from autologs import broker
 from autologs.config import Settings
-from autologs.processes import start_worker, worker_api, worker_health, worker_query
+from autologs.processes import running_elsewhere, start_worker, worker_api, worker_health, worker_query
 from autologs.removal import remove_contacts
 from query.csv_export import count_records
 from schemas.messages import render
@@ -94,9 +94,14 @@ def run_demo(settings: Settings, contacts: int, seed: int) -> None:
     asyncio.run(ensure_topics(settings))
 
     section("2. Worker (Faust agents -> ClickHouse; applies migrations at start)")
+    foreground = running_elsewhere(settings)
     pid = start_worker(settings)
-    click.echo(f"  worker pid {pid}, web http://127.0.0.1:{settings.web_port}/health, "
-               f"log {settings.data_dir / 'worker.log'}")
+    if foreground:
+        click.echo(f"  a worker already runs on this data dir (pid {pid}): the demo uses it; "
+                   f"web http://127.0.0.1:{settings.web_port}/health")
+    else:
+        click.echo(f"  worker pid {pid}, web http://127.0.0.1:{settings.web_port}/health, "
+                   f"log {settings.data_dir / 'worker.log'}")
 
     section(f"3. Simulating one day of {contacts} contacts (seed {seed}), with a few invalid messages")
     spec = SimulationSpec(seed=seed, contacts=contacts, days=1)

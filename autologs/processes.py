@@ -1,6 +1,7 @@
 """Background worker started by the demo: a pid file in the data dir, so `make stop` stops only it."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -37,8 +38,25 @@ def worker_health(settings: Settings, timeout: float = 2.0) -> dict | None:
         return None
 
 
+def running_elsewhere(settings: Settings) -> dict | None:
+    """The /health of a worker that serves this web port but was not started in the background (a foreground
+    `autologs worker`), or None. Raises when that worker uses another data dir."""
+    health = worker_health(settings)
+    if health is None or worker_pid(settings) is not None:
+        return None
+    ours = str(settings.data_dir.resolve())
+    if health.get("data_dir", ours) != ours:
+        raise RuntimeError(f"port {settings.web_port} is served by a worker of another data dir "
+                           f"({health['data_dir']}): set AUTOLOGS_WEB_PORT to another port, or stop that worker")
+    return health
+
+
 def start_worker(settings: Settings, wait_s: float = 90.0) -> int:
-    """Start `autologs worker` in the background (idempotent); wait until its web server answers."""
+    """Start `autologs worker` in the background (idempotent); wait until its web server answers. A worker
+    already running on this data dir in the foreground is used as it is (a second one could not open the data)."""
+    elsewhere = running_elsewhere(settings)
+    if elsewhere is not None:
+        return int(elsewhere.get("pid", 0))
     pid = worker_pid(settings)
     if pid is None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -58,22 +76,52 @@ def start_worker(settings: Settings, wait_s: float = 90.0) -> int:
 
 
 def stop_worker(settings: Settings, timeout_s: float = 60.0) -> bool:
+    """Stop the background worker, or one running on this data dir in the foreground (before the broker goes:
+    a worker left without its broker retries for a long while before it can stop)."""
     pid = worker_pid(settings)
     if pid is None:
         worker_pid_file(settings).unlink(missing_ok=True)
+        try:
+            elsewhere = running_elsewhere(settings)
+        except RuntimeError:  # another data dir's worker: not ours to stop
+            return False
+        if not elsewhere or not elsewhere.get("pid"):
+            return False
+        _terminate(int(elsewhere["pid"]), timeout_s, lambda p: _alive(p))
+        return True
+    _terminate(pid, timeout_s, lambda p: worker_pid(settings) == p)
+    worker_pid_file(settings).unlink(missing_ok=True)
+    return True
+
+
+def _alive(pid: int) -> bool:
+    """Running: a process that has exited but not been reaped by its parent (a zombie) is not."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
         return False
-    os.kill(pid, signal.SIGTERM)
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _terminate(pid: int, timeout_s: float, running) -> None:
+    """SIGTERM, then SIGKILL if it is still `running(pid)` after `timeout_s`."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and worker_pid(settings) == pid:
+    while time.monotonic() < deadline and running(pid):
         try:
             os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
             pass
         time.sleep(0.2)
-    if worker_pid(settings) == pid:
-        os.kill(pid, signal.SIGKILL)
-    worker_pid_file(settings).unlink(missing_ok=True)
-    return True
+    if running(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def worker_post(settings: Settings, path: str, body: dict, timeout: float = 60.0) -> dict:

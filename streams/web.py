@@ -4,6 +4,8 @@ With embedded chdb only the worker may open the data, so reads from other proces
 """
 from __future__ import annotations
 
+import os
+
 import orjson
 from faust.web import Request, Response, View
 
@@ -21,7 +23,8 @@ class Health(View):
     async def get(self, request: Request) -> Response:
         from processors.agents import pipeline_stats
 
-        return self.json(pipeline_stats())  # "status": "ok", or "failing: ..." while inserts are retried
+        # "status": "ok", or "failing: ..." while inserts are retried; pid and data_dir say which worker answers
+        return self.json({**pipeline_stats(), "pid": os.getpid(), "data_dir": str(settings.data_dir.resolve())})
 
 
 @app.page("/admin/sql")

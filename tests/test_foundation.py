@@ -278,3 +278,27 @@ def test_settings_the_engine_does_not_know_are_not_sent(ch):
         {"use_skip_indexes_if_final_exact_mode": 0}
     assert ch.supported({"no_such_setting_anywhere": 1}) is None
     assert ch.supported({}) is None
+
+
+def test_a_worker_started_in_the_foreground_is_used_by_the_demo_tools_and_stopped_by_stop(settings, tmp_root):
+    """`autologs worker` in a terminal, then `autologs demo` / `autologs stop` in another: the demo must not
+    start a second worker (it could not open the data), and stop must stop it before the broker."""
+    from autologs.config import Settings
+    from autologs.processes import running_elsewhere, start_worker
+    from tests.support import WorkerProcess
+
+    prefix = f"{settings.topic_prefix}-fg-{uuid.uuid4().hex[:6]}"
+    worker = WorkerProcess(tmp_root / prefix, prefix, AUTOLOGS_CLICKHOUSE_DATABASE=f"db_{prefix.replace('-', '_')}")
+    worker.start()
+    try:
+        theirs = Settings(data_dir=worker.data_dir, web_port=worker.port, kafka_bootstrap=settings.kafka_bootstrap)
+        assert running_elsewhere(theirs)["pid"] == worker.proc.pid
+        assert start_worker(theirs) == worker.proc.pid and not (worker.data_dir / "worker.pid").exists()
+        other = Settings(data_dir=tmp_root / "someone-else", web_port=worker.port)
+        with pytest.raises(RuntimeError, match="served by a worker of another data dir"):
+            running_elsewhere(other)
+        out = run_cli(worker.env, "stop", "--worker-only")
+        assert out.returncode == 0 and "worker stopped" in out.stdout, out.stdout + out.stderr
+        assert worker.proc.wait(timeout=60) is not None
+    finally:
+        worker.stop()
