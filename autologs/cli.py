@@ -31,6 +31,12 @@ def cli() -> None:
         except BadSettings as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
+    if click.get_current_context().invoked_subcommand != "worker":
+        import logging
+
+        # A short-lived command says what went wrong in one line of its own: the Kafka client's retries and
+        # connection errors on the way are noise there (the worker keeps them in its log).
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
 
 # --- broker --------------------------------------------------------------------------------------
@@ -240,7 +246,9 @@ def contacts_remove(account: str, scenario: str, at: str | None, by: str, contac
         try:
             when = datetime.fromisoformat(at)
         except ValueError:
-            _fail(f"--at {at!r} is not an ISO 8601 time, e.g. 2026-11-26T10:00:00Z")
+            click.echo(f"error: --at {at!r} is not an ISO 8601 time, e.g. 2026-11-26T10:00:00Z. Nothing was removed.",
+                       err=True)
+            sys.exit(2)  # as every refusal of the whole request
     try:
         result = asyncio.run(remove_contacts(get_settings(), account, scenario, list(contact), when, by))
     except RemovalRefused as exc:
@@ -304,7 +312,9 @@ def _worker_holds_data(settings) -> bool:
 @_read_options
 @click.option("--limit", default=50, show_default=True, help="Rows per page (at most 1000).")
 @click.option("--cursor", help="Continue after a previous page (printed at its end).")
-def logs(view, account, date_from, date_to, tz, lang, filters, limit, cursor) -> None:
+@click.option("--wide", is_flag=True, help="Show every cell whole (by default cut at 40 characters).")
+@click.option("--json", "as_json", is_flag=True, help="The page as the HTTP API gives it (one JSON document).")
+def logs(view, account, date_from, date_to, tz, lang, filters, limit, cursor, wide, as_json) -> None:
     """Print a page of the event log, the scenario log or the contacts in scenarios, newest first."""
     from autologs.demo import _table
 
@@ -326,8 +336,11 @@ def logs(view, account, date_from, date_to, tz, lang, filters, limit, cursor) ->
             result = views.page(ClickHouse(settings), view, account, params)
     except Exception as exc:  # QueryError, an unreachable worker, ...
         _fail(str(exc))
+    if as_json:
+        click.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+        return
     columns = [c for c in result["columns"] if c != "id"]
-    click.echo(_table(columns, [[row.get(c) for c in columns] for row in result["rows"]], width=40))
+    click.echo(_table(columns, [[row.get(c) for c in columns] for row in result["rows"]], width=10**6 if wide else 40))
     span = "".join(f" {side} {result[side]}" for side in ("from", "to") if result.get(side)) or " (any entry date)"
     click.echo(f"{len(result['rows'])} row(s){span} ({result['tz']})")
     if result.get("hint"):
@@ -405,10 +418,10 @@ def keys() -> None:
 
 
 @keys.command("create")
-@click.option("--account", required=True)
+@click.option("--account", required=True, help="The account the key reads and changes (and only it).")
 @click.option("--label", default="", help="Who or what uses the key.")
 def keys_create(account: str, label: str) -> None:
-    """Create an API key for ACCOUNT and print it (it is shown once; only a hash is stored)."""
+    """Create an API key for the --account and print it (it is shown once; only a hash is stored)."""
     settings = get_settings()
     try:
         if _worker_holds_data(settings):
@@ -451,20 +464,21 @@ def _keys_call(body: dict) -> dict:
 
 
 @keys.command("list")
-@click.option("--account", required=True)
+@click.option("--account", required=True, help="Whose keys to list.")
 def keys_list(account: str) -> None:
     """The account's keys: id, creation time, label, revoked or not (never the secrets)."""
     try:
         found = _keys_call({"action": "list", "account": account})["keys"]
     except Exception as exc:
         _fail(str(exc))
+    click.echo("key_id\tcreated_at (UTC)\tstate\tlabel")
     for k in found:
         click.echo(f"al_{k['key_id']}\t{k['created_at']}\t{'revoked' if k['revoked'] else 'active'}\t{k['label']}")
     click.echo(f"{len(found)} key(s)", err=True)
 
 
 @keys.command("revoke")
-@click.option("--account", required=True)
+@click.option("--account", required=True, help="The account the key belongs to.")
 @click.argument("key_id")
 def keys_revoke(account: str, key_id: str) -> None:
     """Revoke KEY_ID (al_<id> as `keys list` shows it, or the whole key): it opens nothing any more.

@@ -153,6 +153,14 @@ def test_cli_reads_and_exports_through_the_worker(running, tmp_path):
               "-f", "email=ann@example.com")
     assert out.returncode == 0, out.stderr
     assert "Welcome series" in out.stdout and "8 row(s)" in out.stdout
+    page = run_cli(worker.env, "logs", "scenarios", "--account", "acct-story", "--from", "2026-11-19", "--to",
+                   "2026-11-21", "-f", "email=ann@example.com", "--json")
+    rows = orjson.loads(page.stdout)["rows"]
+    longest = max((r["message"] for r in rows), key=len)
+    assert len(rows) == 8 and len(longest) > 40 and longest not in out.stdout  # cut at 40 by default...
+    wide = run_cli(worker.env, "logs", "scenarios", "--account", "acct-story", "--from", "2026-11-19", "--to",
+                   "2026-11-21", "-f", "email=ann@example.com", "--wide")
+    assert longest in wide.stdout  # ...whole with --wide
     target = tmp_path / "scenarios.csv"
     out = run_cli(worker.env, "export", "scenarios", "--account", "acct-story", "--from", "2026-11-19", "--to", "2026-11-21",
               "--lang", "fr", "-o", str(target))
