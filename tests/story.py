@@ -86,7 +86,7 @@ EXPECTED_SCENARIO_LOG = sorted([
      "story-07"),
     ("sc-welcome", m(11), ANN, "s3", "e1", "exited", "automation_exited", "automation_exited", "automation", "story-08"),
     ("sc-welcome", m(0), BOB, "s1", "e2", "started", "automation_started", "automation_started", "automation", "story-10"),
-    ("sc-welcome", m(2), BOB, "s2", "e2", "", "automation_waiting", "automation_waiting", "automation", "story-11"),
+    ("sc-welcome", m(2), BOB, "s2", "e2", "", "automation_waiting", "automation_waiting_for", "automation", "story-11"),
     ("sc-welcome", m(3), BOB, "s2", "e2", "", "identify", "identify", "enrollment", "story-12"),
     ("sc-welcome", m(6), BOB, "s2", "e2", "manually_removed", "automation_removed", "automation_removed",
      "automation", "removal"),
