@@ -139,7 +139,7 @@ def run_demo(settings: Settings, contacts: int, seed: int) -> None:
     columns, rows = worker_query(settings, (
         f"SELECT {UTC_TIME} AS occurred_at_utc, email, scenario_name, step_id, start_id, workflow_point, type, "
         f"message_code, message_params FROM {{db}}.scenario_log FINAL WHERE {DAY} "
-        "ORDER BY occurred_at DESC, source_event_id LIMIT 8"), day)
+        "ORDER BY occurred_at DESC, source_event_id, scenario_id LIMIT 8"), day)
     shown = [r[:7] + [render(r[7], r[8], "en")] for r in rows]
     click.echo(_table(columns[:7] + ["message"], shown, width=40))
     click.echo("   " + " | ".join(render(r[7], r[8], "fr") for r in rows[:3]))
