@@ -15,7 +15,7 @@ from processors.validate import RawMessage
 from streams.app import app, settings
 from streams.channels import dead_letters_topic, sources_topic
 from streams.faust_patches import ack_many, deliver_in_batches
-from streams.inbox import BatchInbox
+from streams.inbox import BatchInbox, InOrderAcks
 from streams.tables import TableStates, enrollments
 from streams.topics import topics
 
@@ -23,6 +23,7 @@ log = logging.getLogger("autologs.agents")
 
 _pipeline: Pipeline | None = None
 _inbox: BatchInbox | None = None  # filled by the consumer loop once the agent has started
+_in_order = InOrderAcks()  # what the agent took, acknowledged in each partition's offset order
 
 
 async def send_dead_letters(invalid: list[tuple[RawMessage, str]]) -> None:
@@ -67,12 +68,15 @@ def crash_loudly(agent: str, exc: BaseException) -> None:
 
 
 async def _ack(messages) -> None:
-    """The offsets become committable (Faust commits acknowledged offsets only).
+    """The offsets become committable (Faust commits acknowledged offsets only), each partition's in offset
+    order: a message waits for those before it (`InOrderAcks`).
 
     Faust's per-message sensors (message in/out) are not called: the worker's figures are on /health.
     """
     if messages:
-        ack_many(app.consumer, messages)
+        ready = _in_order.finished(messages)
+        if ready:
+            ack_many(app.consumer, ready)
 
 
 def _start_batches(stream) -> BatchInbox:
@@ -95,6 +99,7 @@ async def take_batches(inbox: BatchInbox, within: float) -> AsyncIterator[list]:
         generation, active = app.consumer_generation_id, app.flow_control.is_active()
         live = [m for m in batch if active and m.generation_id == generation]
         if live:
+            _in_order.delivered(live)
             yield live
 
 
@@ -150,3 +155,4 @@ async def forget_held_events(app, revoked, **kwargs) -> None:
         dropped = _pipeline.held.drop_partitions({tp.partition for tp in revoked})
         if dropped:
             log.info("dropped %d held events of revoked partitions", dropped)
+    _in_order.forget(revoked)

@@ -193,7 +193,7 @@ async def _deliver(self, records: dict, active_partitions, seeks_at_fetch: int) 
 class InboxMessage(fc.ConsumerMessage):
     """A Faust message that is also what the pipeline reads (processors.validate.RawMessage's fields)."""
 
-    __slots__ = ()
+    __slots__ = ("finished",)  # set by streams.inbox.InOrderAcks (unset until then)
 
     @property
     def timestamp_ms(self) -> int:

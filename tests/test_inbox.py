@@ -127,3 +127,20 @@ def test_the_batch_hand_over_refuses_an_app_that_waits_for_unacknowledged_messag
     app = faust.App("waits", broker="kafka://127.0.0.1:9", stream_wait_empty=True)
     with pytest.raises(RuntimeError, match="stream_wait_empty"):
         deliver_in_batches(app, app.channel(), BatchInbox(10, 5))
+
+def test_acks_follow_each_partitions_offset_order():
+    from streams.inbox import InOrderAcks
+
+    class M:
+        def __init__(self, tp, offset):
+            self.tp, self.offset = tp, offset
+
+    a = [M("a", n) for n in range(5)]
+    b = [M("b", n) for n in range(3)]
+    acks = InOrderAcks()
+    acks.delivered(a[:3] + b)
+    acks.delivered(a[3:])
+    assert acks.finished([a[1], a[2], b[0]]) == [b[0]]  # a[0] is still held: nothing of a yet
+    assert [m.offset for m in acks.finished([a[4], a[0]])] == [0, 1, 2]  # a[3] is still pending
+    assert acks.forget(["b"]) == 2 and acks.finished([b[1], b[2]]) == []  # revoked: re-read by the next owner
+    assert [m.offset for m in acks.finished([a[3]])] == [3, 4] and len(acks) == 0

@@ -221,3 +221,41 @@ async def test_a_contacts_state_is_saved_to_the_partition_of_its_events(make_sto
         await consumer.stop()
     assert saved, "no contact state was saved"
     assert {k: p for k, p in saved.items()} == {k: {expected[k]} for k in saved}
+
+
+async def test_a_held_event_is_never_passed_by_a_commit_and_survives_a_kill(make_story):
+    """The reorder buffer holds a fresh automation_started while older events behind it (later offsets) are
+    released and finished at once; the partition never goes quiet. A commit must not pass the held event:
+    killed and restarted, the worker reads it again and derives it (found in review: it was lost)."""
+    import asyncio
+    from datetime import datetime, timezone
+
+    from tests.examples import example
+
+    s = make_story("held")
+    worker = s.worker()
+    contact = f"held-{uuid.uuid4().hex[:6]}@example.com"
+    now = datetime.now(timezone.utc)
+    old = story.T0  # far older than the start: released as soon as they come
+
+    def page(n: int) -> dict:
+        return example("page", 0, account="acct-held", email=contact, event_id=f"held-page-{n}",
+                       occurred_at=(old + timedelta(seconds=n)).isoformat())
+
+    start = example("automation_started", 0, account="acct-held", email=contact, event_id="held-start",
+                    occurred_at=(now - timedelta(seconds=5)).isoformat(), automation_id="sc-held",
+                    automation_name="Held", start_id="", entry_points=1)
+    await s.publish([page(0)])
+    await wait_drained(s.settings.kafka_bootstrap, s.names.app_id, s.names.events)
+    await s.publish([start] + [page(n) for n in range(1, 201)])
+    for round_ in range(6):  # the partition stays busy: the start stays held
+        await asyncio.sleep(0.4)
+        await s.publish([page(1000 + 50 * round_ + n) for n in range(50)])
+    assert (worker.health() or {}).get("held", 0) >= 1
+    worker.kill()
+    worker = s.worker(worker.data_dir)
+    await s.drained()
+    rows = live_sql(worker, "SELECT workflow_point FROM {db}.scenario_log FINAL WHERE account_id = 'acct-held'")
+    assert rows == [{"workflow_point": "started"}], rows
+    [state] = live_sql(worker, "SELECT status FROM {db}.enrollment_state FINAL WHERE account_id = 'acct-held'")
+    assert state == {"status": "active"}
