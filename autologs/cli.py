@@ -164,6 +164,9 @@ def worker(loglevel: str) -> None:
     from autologs import gcpolicy
 
     gcpolicy.install(settings.gc_interval_s)  # after the imports: they are frozen, never scanned again
+    from autologs.logthrottle import throttle
+
+    throttle("aiokafka")  # a broker outage must not flood the log (after the imports: the loggers exist)
     Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
 
 
@@ -592,6 +595,7 @@ class _ReplayBar:
     def close(self) -> None:
         if self.shown:
             click.echo("", err=True)
+            self.shown = False
 
 
 def _replay_through_worker(settings, body: dict) -> dict | None:
@@ -608,6 +612,8 @@ def _replay_through_worker(settings, body: dict) -> dict | None:
                                                       headers=headers), timeout=30)
     except urllib.error.HTTPError as exc:
         _fail(json.loads(exc.read() or b"{}").get("error", str(exc)))
+    except OSError as exc:
+        _fail(f"the worker did not take the replay ({exc}); is it running? `autologs start`, then try again")
     return _follow_worker_replay(settings)
 
 
@@ -636,6 +642,11 @@ def _follow_worker_replay(settings, following_only: bool = False) -> dict | None
             if not status.get("running"):
                 break
             time.sleep(0.5)
+    except (OSError, ValueError) as exc:  # the worker stopped (or was killed) while we followed it
+        bar.close()
+        _fail(f"lost the worker while following its replay ({type(exc).__name__}: {exc}). The live tables are "
+              "swapped only at the very end, after the verification: if the worker stopped before that they are as "
+              "they were. Restart it and run `autologs replay --status`, or `autologs replay --resume`.")
     finally:
         bar.close()
     if status.get("error"):

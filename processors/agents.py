@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import time
 from typing import AsyncIterator
 
@@ -44,12 +45,17 @@ def pipeline() -> Pipeline:
 
 
 def pipeline_stats() -> dict:
-    """The worker's figures for /health; `status` is "failing" while an insert is being retried."""
+    """The worker's figures for /health; `status` is "failing" while an insert is being retried or while the
+    broker does not accept connections."""
     p = pipeline()
     sinks = (p.event_sink, p.scenario_sink, p.enrollment_sink)
     failing = [s for s in sinks if s.stats.failing_since]
     status = "ok"
-    if failing:
+    if _kafka_unreachable_since:
+        status = (f"failing: Kafka at {settings.kafka_bootstrap} has not accepted connections for "
+                  f"{time.monotonic() - _kafka_unreachable_since:.0f} s; the worker resumes by itself once it is "
+                  "back (the project's broker: `autologs broker start`)")
+    elif failing:
         since = min(s.stats.failing_since for s in failing)
         status = (f"failing: inserts into {', '.join(s.table for s in failing)} have failed for "
                   f"{time.monotonic() - since:.0f} s and are retried (consumption waits): {failing[0].stats.last_error}")
@@ -134,6 +140,30 @@ async def _finish_and_ack(finish) -> None:
         raise
     except Exception as exc:
         crash_loudly("ingest_events", exc)
+
+
+_kafka_unreachable_since = 0.0  # time.monotonic() since the broker refuses connections; 0: it accepts them
+
+
+def _accepts_connections(bootstrap: str, timeout: float = 2.0) -> bool:
+    for server in bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=timeout).close()
+            return True
+        except OSError:
+            continue
+    return False
+
+
+@app.timer(interval=5.0)
+async def watch_kafka():
+    """/health says so while no bootstrap server accepts a connection (the consumer retries on its own)."""
+    global _kafka_unreachable_since
+    if await asyncio.to_thread(_accepts_connections, settings.kafka_bootstrap):
+        _kafka_unreachable_since = 0.0
+    elif not _kafka_unreachable_since:
+        _kafka_unreachable_since = time.monotonic()
 
 
 @app.timer(interval=0.5)

@@ -302,3 +302,30 @@ def test_a_worker_started_in_the_foreground_is_used_by_the_demo_tools_and_stoppe
         assert worker.proc.wait(timeout=60) is not None
     finally:
         worker.stop()
+
+
+def test_a_retry_loop_cannot_flood_the_log():
+    import logging
+
+    from autologs.logthrottle import Throttle
+
+    clock = [0.0]
+    f = Throttle(every_s=10.0, monotonic=lambda: clock[0])
+
+    def record(msg: str) -> logging.LogRecord:
+        return logging.LogRecord("aiokafka.conn", logging.ERROR, __file__, 1, msg, ("node 1",), None)
+
+    written = [f.filter(record("Unable connect to %s")) for _ in range(6300)]
+    assert written.count(True) == 1  # a second of outage: one line
+    assert f.filter(record("Unable to update metadata from %s"))  # another message: its own line
+    clock[0] = 10.5
+    later = record("Unable connect to %s")
+    assert f.filter(later) and "and 6299 more like it in 10 s, not logged" in later.getMessage()
+
+
+def test_the_worker_knows_when_no_bootstrap_server_accepts_connections(kafka_bootstrap):
+    from processors.agents import _accepts_connections
+
+    assert _accepts_connections(kafka_bootstrap)
+    assert _accepts_connections(f"127.0.0.1:1,{kafka_bootstrap}")  # one of them is enough
+    assert not _accepts_connections("127.0.0.1:1", timeout=0.5)
