@@ -5,8 +5,8 @@ event in, rows out. The caller (processors.reorder) guarantees event-time order 
 lateness, so the same events always give the same rows and the same state, whatever their arrival
 order. Only automation events change the state; each enrollment has its own "applied" mark. An
 automation event older than its enrollment's mark ("too late", or a re-delivery) changes only what
-event-time order would also have left (`_apply_late`: a late exit or removal still closes, a late start
-still dates the entry); a tracker or email event older than the contact's newest automation event is
+event-time order would also have left (`_apply_late`: a late exit or removal still closes); a tracker or
+email event older than the contact's newest automation event is
 attributed by rule 1 only.
 
 Attribution of tracker and email events (also in the README):
@@ -154,8 +154,6 @@ def _apply_automation(state: dict, ev: Envelope, t: int) -> tuple[str, dict, boo
         enr = {"name": name, "entry_points": ev.get("entry_points", 1), "start_id": ev.get("start_id", ""),
                "step": ev.get("step_id", ""), "status": "", "entered_at": t, "updated_at": t, "reason": "",
                "wait_until": None, "changes": 0}
-        if kind not in ("automation_started", "automation_restarted"):
-            enr["unstarted"] = True  # entered by a later event: a start arriving late still gives the entry time
         state["enr"][sid] = enr
     before = (enr["status"], enr["step"], enr["entered_at"], enr["reason"], enr.get("wait_until"), enr["start_id"])
     enr["name"] = name
@@ -163,7 +161,6 @@ def _apply_automation(state: dict, ev: Envelope, t: int) -> tuple[str, dict, boo
     if kind in ("automation_started", "automation_restarted"):
         enr.update(status="active", step=ev.get("step_id", ""), entered_at=t, reason="", wait_until=None,
                    start_id=ev.get("start_id", ""), entry_points=ev.get("entry_points", 1))
-        enr.pop("unstarted", None)
     elif kind in ("automation_step_reached", "automation_action") and (is_open or enr["status"] == ""):
         enr.update(status="active", step=ev["step_id"], wait_until=None)
     elif kind == "automation_waiting" and (is_open or enr["status"] == ""):
@@ -241,25 +238,19 @@ def _apply_late(state: dict, ev: Envelope, enr: dict, t: int) -> bool:
     """What an automation event older than its enrollment's newest still changes: what event-time order
     would also have left in place. True when it changed the enrollment.
 
-    - An exit or a removal closes the enrollment if it has not been (re)entered since: in order it would
-      have, and the events applied after it leave a closed enrollment as it is (only a start re-opens).
-    - A start gives the entry time (and entry point) to an enrollment that later events opened without one.
-    The last-change time only grows, so a row of `enrollment_state` never loses to an older version.
+    An exit or a removal closes the enrollment if it has not been (re)entered since: in order it would have,
+    and the events applied after it leave a closed enrollment as it is (only a start re-opens). The
+    last-change time only grows, so a row of `enrollment_state` never loses to an older version; the entry
+    time is left as it is (a late start does not move it back: the copy sorted by entry,
+    enrollment_state_by_entry, relies on an enrollment's entry time only growing with its version).
     """
     kind = ev["type"]
-    if kind in ("automation_exited", "automation_removed"):
-        if enr["status"] not in ACTIVE or t < enr["entered_at"]:
-            return False
-        removed = kind == "automation_removed"
-        enr.update(status="removed" if removed else "exited", step=ev.get("step_id") or enr["step"],
-                   reason="manually_removed" if removed else ev["reason"], wait_until=None)
-    elif kind in ("automation_started", "automation_restarted"):
-        if not enr.get("unstarted") or t >= enr["entered_at"] or enr["status"] not in ACTIVE:
-            return False
-        enr.update(entered_at=t, start_id=ev.get("start_id", ""), entry_points=ev.get("entry_points", 1))
-        enr.pop("unstarted")
-    else:
+    if kind not in ("automation_exited", "automation_removed") or enr["status"] not in ACTIVE \
+            or t < enr["entered_at"]:
         return False
+    removed = kind == "automation_removed"
+    enr.update(status="removed" if removed else "exited", step=ev.get("step_id") or enr["step"],
+               reason="manually_removed" if removed else ev["reason"], wait_until=None)
     enr["updated_at"] = max(enr["updated_at"], t)
     enr["changes"] += 1
     return True

@@ -176,13 +176,15 @@ def test_a_late_exit_does_not_close_an_enrollment_restarted_after_it():
     assert [r for r in out.scenario_rows if r[13] == "exit"][0][12] == "automation"  # logged, state kept
 
 
-def test_a_late_start_gives_the_entry_time_to_an_enrollment_opened_without_one():
+def test_a_late_start_does_not_move_an_entry_time_back():
+    """enrollment_state_by_entry (the contacts page as it opens) relies on an enrollment's entry time only
+    growing with its version: a late start changes no state."""
     state, out = _one_contact(
         _ev("automation_step_reached", 300, "step", automation_id="sc-3", step_id="b-2"),
         _ev("automation_started", 0, "start", automation_id="sc-3", step_id="b-1", start_id="e3", entry_points=3))
     enr = state["enr"]["sc-3"]
-    assert enr["entered_at"] == to_ms(story.T0) and enr["start_id"] == "e3" and enr["step"] == "b-2"
-    assert out.enrollment_rows[-1][9] == story.T0  # entered_at as contacts in scenarios shows it
+    assert enr["entered_at"] == to_ms(story.T0 + timedelta(seconds=300)) and enr["step"] == "b-2"
+    assert len(out.enrollment_rows) == 1 and out.late == 1
 
 
 def test_a_late_open_of_an_email_a_step_sent_is_still_logged_at_that_step():
