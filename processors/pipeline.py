@@ -126,6 +126,9 @@ class Pipeline:
     commands_topic: str = ""
     table_suffix: str = ""  # a replay writes into shadow tables (event_log__replay, ...)
     on_logged: Callable[[list[list]], None] | None = None  # sees every event-log row batch (replay manifest)
+    # False: the event log only (a ranged replay: without every contact's history before the range its
+    # scenario log and states would be derived from nothing, and overwrite the right ones)
+    derive: bool = True
     stats: PipelineStats = field(default_factory=PipelineStats)
 
     def __post_init__(self) -> None:
@@ -200,6 +203,8 @@ class Pipeline:
                 log.info("dead letter %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, reason)
             await self.send_dead_letters(invalid)
         done = [token_of(m) for m, _ in invalid]
+        if not self.derive:
+            return await self._log_only(checked.events, removals, done, token_of, len(messages), len(invalid))
 
         entries, log_rows = [], []
         new_source = tuple.__new__  # Source(...) runs a Python-level __new__: twice the cost per event
@@ -219,6 +224,26 @@ class Pipeline:
         logged = self._spawn(self._write_event_log(log_rows))
         await asyncio.sleep(0)  # the insert is handed to its thread before the derivation takes the loop
         return self._derive_and_write(logged, done, released, removals)
+
+    async def _log_only(self, events: list, removals: list[Held], done: list[Any], token_of, n_messages: int,
+                        n_invalid: int) -> Awaitable[list[Any]]:
+        """The batch's event-log rows alone; a removal is named from what its sender saw (`seen`)."""
+        log_rows = [event_log_row(ev, (m.topic, m.partition, m.offset)) for ev, m in events]
+        for r in removals:
+            state = load_state(None)
+            adopt_seen_enrollment(state, r.command)
+            log_rows.append(event_log_row(self._removal_event(r.command, state), r.source))
+        self.stats.messages += n_messages
+        self.stats.events += len(events)
+        self.stats.dead_letters += n_invalid
+        self.stats.commands += len(removals)
+        write = self._spawn(self._write_event_log(log_rows))
+        tokens = done + [token_of(m) for _, m in events] + [r.token for r in removals]
+
+        async def finish() -> list[Any]:
+            await write
+            return tokens
+        return finish()
 
     def _spawn(self, write: Awaitable[None]) -> asyncio.Future:
         task = asyncio.ensure_future(write)

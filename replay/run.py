@@ -78,6 +78,7 @@ class ReplayReport:
     seconds: float
     swapped: bool
     caught_up: int
+    derived: bool = True  # False: a range or one topic, the event log only (see Replay._pipeline)
 
     @property
     def events_per_s(self) -> float:
@@ -94,6 +95,11 @@ class Replay:
         if not in_place and not plan.full:
             raise ReplayRefused("a replay into shadow tables rebuilds everything, so it reads the topics from "
                                 "their beginning: drop --from, or add --in-place to re-read a range in place")
+        names = topics(settings)
+        if not in_place and {tp.topic for tp in plan.ranges} != set(names.sources()):
+            raise ReplayRefused("a replay into shadow tables replaces every table, so it reads both topics (the "
+                                "events, and the commands whose removals they hold): drop --topics, or add "
+                                "--in-place")
         self.settings = settings
         self.ch = ch
         self.plan = plan
@@ -112,8 +118,11 @@ class Replay:
         self._last_checkpoint = time.monotonic()
 
     def _pipeline(self, settings: Settings, suffix: str) -> Pipeline:
+        # A range, or one topic, holds only part of each contact's history: its derivation would start from
+        # nothing and overwrite the right scenario log and states, so such a replay writes the event log only.
+        whole = self.plan.full and {tp.topic for tp in self.plan.ranges} == set(self.names.sources())
         return Pipeline(settings, self.ch, _no_dead_letters, self.states, commands_topic=self.names.commands,
-                        table_suffix=suffix, on_logged=self._manifest.extend)
+                        table_suffix=suffix, on_logged=self._manifest.extend, derive=whole)
 
     # --- the run ------------------------------------------------------------------------------------
     async def run(self, resume: bool = False) -> ReplayReport:
@@ -147,9 +156,10 @@ class Replay:
         self.checkpoint.unlink(missing_ok=True)
         self._set_phase("done")
         stats = self.pipeline.stats
-        return ReplayReport(self.progress.read, self.progress.read - stats.dead_letters, stats.dead_letters,
-                            stats.scenario_rows, stats.enrollment_changes, days, time.monotonic() - started,
-                            swapped, caught_up)
+        # Written to the event log: every valid event, and every removal that was not ignored (already out)
+        return ReplayReport(self.progress.read, self.progress.read - stats.dead_letters - stats.removals_ignored,
+                            stats.dead_letters, stats.scenario_rows, stats.enrollment_changes, days,
+                            time.monotonic() - started, swapped, caught_up, self.pipeline.derive)
 
     async def _catch_up(self) -> int:
         from streams.topics import partitions_of

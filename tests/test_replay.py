@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from datetime import timedelta
 
 import orjson
 import pytest
@@ -140,6 +141,22 @@ def test_replay_refuses_an_empty_range(worker_with_data):
     # Another prefix than the worker's would replay the worker's topics, not the ones the caller named.
     out = run_cli({**worker.env, "AUTOLOGS_TOPIC_PREFIX": "someone-else"}, "replay", "--in-place")
     assert out.returncode == 1 and "reads the topics" in out.stderr and "someone-else" in out.stderr, out.stderr
+
+
+def test_a_ranged_or_one_topic_replay_rewrites_only_the_event_log(worker_with_data):
+    """A range holds only part of each contact's history (Bob was removed inside it, after steps before it):
+    derived from nothing it would overwrite the scenario log and the states; it rewrites the event log only.
+    A shadow replay of one topic would swap tables without the other's rows: refused."""
+    worker, _, _ = worker_with_data
+    before = snapshot(worker)
+    out = run_cli(worker.env, "replay", "--in-place", "--from", (story.T0 + timedelta(minutes=3)).isoformat())
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["derived"] is False and report["events_written"] > 0 and report["scenario_rows"] == 0, report
+    assert snapshot(worker) == before
+    out = run_cli(worker.env, "replay", "--topics", "events")
+    assert out.returncode == 1 and "reads both topics" in out.stderr, out.stderr
+    assert snapshot(worker) == before
 
 
 def test_dead_letters_redriven_land_once_or_return_once(settings, tmp_root):
