@@ -13,6 +13,7 @@ import orjson
 
 from autologs.config import Settings
 from schemas.commands import MAX_CONTACTS_PER_REMOVAL, RemoveContact, new_request_id
+from processors.scenarios import ACTIVE
 from schemas.events import normalize_email, partition_key
 
 
@@ -80,11 +81,11 @@ def plan(given: list[str], rows: list[list], at: datetime | None = None, now: da
     by_id = {r[2]: r for r in rows if r[2]}
     found, missing, seen = [], [], set()
     for g in given:
-        row = by_id.get(int(g)) if g.isdigit() else by_email.get(g.lower())
+        row = by_id.get(int(g)) if g.isdigit() else by_email.get(normalize_email(g))  # as parse_contacts did
         if row is None:
             missing.append((g, "not in this scenario"))
             continue
-        if row[3] not in ("active", "waiting"):
+        if row[3] not in ACTIVE:
             missing.append((g, f"not in this scenario any more ({row[3]})"))
             continue
         if row[0] in seen:

@@ -20,7 +20,9 @@ _TMP = Path(tempfile.mkdtemp(prefix=f"autologs-test-{RUN_ID}-"))
 
 # Settings come from the environment: set this run's names before anything reads them.
 os.environ["AUTOLOGS_TOPIC_PREFIX"] = f"test-{RUN_ID}"
-os.environ.setdefault("AUTOLOGS_CLICKHOUSE_DATABASE", f"autologs_test_{RUN_ID}")
+# Always this run's own database: the fixtures drop it at the end, so a name from the shell (a server's real
+# `autologs`) must never reach them.
+os.environ["AUTOLOGS_CLICKHOUSE_DATABASE"] = f"autologs_test_{RUN_ID}"
 os.environ["AUTOLOGS_DATA_DIR"] = str(_TMP / "pytest")
 os.environ.setdefault("AUTOLOGS_SINK_MAX_DELAY_MS", "200")
 
@@ -112,6 +114,7 @@ def ch():
 
     get_settings.cache_clear()
     db = ClickHouse(get_settings())
+    assert db.database.startswith("autologs_test_"), f"refusing to drop {db.database!r}: not a test database"
     db.command("DROP DATABASE IF EXISTS {db}")
     migrate.migrate(db)
     yield db

@@ -214,6 +214,9 @@ def test_a_removal_now_is_placed_after_a_step_the_platform_stamped_ahead_of_this
     found, missing = plan(["ann@example.com", "bob@example.com"], rows, None, now)
     assert [(c["given"], c["at"]) for c in found] == [("ann@example.com", ahead + timedelta(milliseconds=1)),
                                                      ("bob@example.com", now)]
+    # The address as some senders encode it (punycode): the same contact, as parse_contacts took it.
+    idn = [["marc@société.fr", "marc@société.fr", 3, "active", "Welcome", "s1", "", behind, behind]]
+    assert [c["given"] for c in plan(["Marc@xn--socit-esab.fr"], idn, None, now)[0]] == ["Marc@xn--socit-esab.fr"]
     found, missing = plan(["ann@example.com", "bob@example.com"], rows, now, now)  # an explicit time
     assert [c["given"] for c in found] == ["bob@example.com"]
     assert missing[0][0] == "ann@example.com" and "last changed at 2026-11-27T16:00:50.000+00:00" in missing[0][1]
