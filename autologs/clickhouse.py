@@ -37,6 +37,10 @@ _OUTFILE = re.compile(r"\bINTO\s+OUTFILE\b", re.I)
 # Strings, quoted names and comments, whose ';' separate nothing.
 _QUOTED = re.compile(r"'(?:[^'\\]|\\.|'')*'|\"(?:[^\"\\]|\\.)*\"|`(?:[^`\\]|\\.)*`|--[^\n]*|/\*.*?\*/", re.S)
 _SEMICOLON = re.compile(r";\s*(?=;)")  # ";;" counts once
+# Functions that read files or reach other systems as the worker: not an analyst's read of autologs' data.
+_OUTSIDE = re.compile(r"\b(file|fileCluster|url|urlCluster|remote|remoteSecure|cluster|clusterAllReplicas|s3|s3Cluster|"
+                      r"gcs|azureBlobStorage|hdfs|hdfsCluster|mysql|postgresql|mongodb|redis|sqlite|jdbc|odbc|"
+                      r"executable|deltaLake|iceberg|hudi)\s*\(", re.I)
 _FORMAT = re.compile(r"\bFORMAT\s+([A-Za-z0-9_]+)\s*;?\s*\Z", re.I)  # the client picks the output format
 
 
@@ -52,6 +56,10 @@ def refuse_unless_read(query: str) -> str | None:
     if word is None or word.group(0).upper() not in READ_STATEMENTS:
         return (f"only read statements run here ({', '.join(READ_STATEMENTS)}); "
                 f"this one starts with {(word.group(0) if word else head[:20])!r}")
+    outside = _OUTSIDE.search(_QUOTED.sub("", query))
+    if outside:
+        return (f"{outside.group(1)}(…) reads files or other systems as the worker; only autologs' own tables and "
+                "views are read here")
     fmt = _FORMAT.search(_QUOTED.sub("", query))
     if fmt:
         return (f"leave out FORMAT {fmt.group(1)}: the rows are printed for you (`autologs sql --format tsv|json`; "

@@ -32,19 +32,16 @@ class AdminSql(View):
     """POST {"query": "...", "parameters": {...}} with the admin key; runs read-only, answers {"columns": [...], "rows": [...]}."""
 
     async def post(self, request: Request) -> Response:
-        from processors.agents import pipeline
-
         if not admin_key_matches(settings, request.headers.get(HEADER)):
             return self.json({"error": "admin key missing or wrong"}, status=401)
-        body = await request.json()
-        query = body.get("query") if isinstance(body, dict) else None
-        params = body.get("parameters") if isinstance(body, dict) else None
+        body = await _json_object(request) or {}
+        query, params = body.get("query"), body.get("parameters")
         if not isinstance(query, str) or not query.strip() or not isinstance(params, (dict, type(None))):
             return self.json({"error": "give {\"query\": \"SELECT ...\", \"parameters\": {...}}"}, status=400)
         refused = refuse_unless_read(query)
         if refused:
             return self.json({"error": refused}, status=400)
-        ch = pipeline().ch
+        ch = reader()  # not the sinks' thread: a slow query must not hold the inserts back
         try:
             result = await ch.run(lambda: ch.query(query, params, settings={"readonly": 2}))
         except Exception as exc:
@@ -59,12 +56,12 @@ class AdminKeys(View):
     {"action": "list", "account"}: the account's keys; {"action": "revoke", "account", "key_id"}: revoke one."""
 
     async def post(self, request: Request) -> Response:
-        from processors.agents import pipeline
-
         if not admin_key_matches(settings, request.headers.get(HEADER)):
             return self.json({"error": "admin key missing or wrong"}, status=401)
-        body = await request.json()
-        ch = pipeline().ch
+        body = await _json_object(request)
+        if body is None:
+            return self.json({"error": "send a JSON object"}, status=400)
+        ch = reader()
         account, action = str(body.get("account", "")), body.get("action", "create")
         if action == "list":
             return self.json({"keys": await ch.run(list_keys, ch, account)})
@@ -105,7 +102,9 @@ class AdminReplay(View):
         global _replay
         if not admin_key_matches(settings, request.headers.get(HEADER)):
             return self.json({"error": "admin key missing or wrong"}, status=401)
-        body = await request.json()
+        body = await _json_object(request)
+        if body is None:
+            return self.json({"error": "send a JSON object"}, status=400)
         prefix = body.get("topic_prefix")
         if prefix is not None and prefix != settings.topic_prefix:
             return self.json({"error": f"the worker on this data dir reads the topics {settings.topic_prefix}.*, not "
@@ -118,7 +117,7 @@ class AdminReplay(View):
             return self.json({"error": f"bad time: {exc}"}, status=400)
         _replay = _replay or WorkerReplay()
         try:
-            _replay.start(settings, ClickHouse(settings, threads=2), enrollments, t_from, t_to, body.get("topics"),
+            _replay.start(settings, replayer(), enrollments, t_from, t_to, body.get("topics"),
                           bool(body.get("in_place")), bool(body.get("resume")))
         except ReplayRefused as exc:
             return self.json({"error": str(exc)}, status=409)
@@ -126,14 +125,36 @@ class AdminReplay(View):
 
 
 _key_ring: KeyRing | None = None
+_helpers: dict[str, ClickHouse] = {}
+
+
+def reader() -> ClickHouse:
+    """Reads and admin work of the web pages, on threads of their own: never behind the sinks' inserts."""
+    if "reader" not in _helpers:
+        _helpers["reader"] = ClickHouse(settings, threads=4)
+    return _helpers["reader"]
+
+
+def replayer() -> ClickHouse:
+    """The replay's own threads, one helper for every replay of this worker."""
+    if "replay" not in _helpers:
+        _helpers["replay"] = ClickHouse(settings, threads=2)
+    return _helpers["replay"]
+
+
+async def _json_object(request: Request) -> dict | None:
+    try:
+        body = await request.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
 
 
 def mount_api() -> None:
-    """The account API on the worker's web server, with a reader of its own (its own threads)."""
+    """The account API on the worker's web server, with the pages' reader."""
     global _key_ring
-    reader = ClickHouse(settings, threads=4)
-    _key_ring = KeyRing(reader)
-    app.web.web_app.router.add_routes(make_routes(ApiContext(settings, reader, _key_ring)))
+    _key_ring = KeyRing(reader())
+    app.web.web_app.router.add_routes(make_routes(ApiContext(settings, reader(), _key_ring)))
 
 
 mount_api()

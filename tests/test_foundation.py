@@ -87,6 +87,9 @@ def test_a_bad_setting_stops_every_command_with_exit_status_2():
     ("SELECT 1 INTO OUTFILE 'x.csv'", "OUTFILE"), ("SELECT 1 FORMAT Vertical", "leave out FORMAT Vertical"),
     ("select 1 format JSON;\n", "leave out FORMAT JSON"), ("SELECT 'FORMAT CSV' AS f", None),
     ("SELECT formatDateTime(now(), '%F') AS format", None),
+    ("SELECT * FROM file('/etc/passwd', 'LineAsString')", "reads files or other systems"),
+    ("SELECT * FROM url('http://169.254.169.254/', 'RawBLOB')", "url(…)"), ("SELECT file ('x')", "file(…)"),
+    ("SELECT cutURLParameter(url, 'a') FROM {db}.v_event_log", None), ("SELECT 'file(x)' AS f", None),
 ])
 def test_only_single_read_statements_reach_the_engine(query, refused):
     from autologs.clickhouse import refuse_unless_read
