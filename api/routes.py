@@ -10,7 +10,7 @@ from functools import partial
 
 import asyncio
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 
 import orjson
 from aiohttp import web
@@ -112,7 +112,7 @@ def make_routes(ctx: ApiContext) -> list[web.RouteDef]:
             return _error(400, str(exc))
         response = web.StreamResponse(headers={
             "Content-Type": "text/csv; charset=utf-8",
-            "Content-Disposition": f'attachment; filename="{view}-{datetime.utcnow():%Y%m%dT%H%M%S}.csv"'})
+            "Content-Disposition": f'attachment; filename="{view}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}.csv"'})
         await response.prepare(request)
         await response.write(first)
         while chunk := await ctx.ch.run(next, chunks, b""):

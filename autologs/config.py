@@ -39,10 +39,10 @@ class Settings(BaseSettings):
     # Worker
     web_port: int = Field(6066, ge=1, le=65535, description="Port of the worker's web server")
     web_host: str = Field("127.0.0.1", description="Address the worker's web server binds (0.0.0.0 in a container)")
-    sink_max_rows: int = Field(20_000, ge=1, description="A sink buffer is flushed at this many rows...")
-    sink_max_delay_ms: int = Field(250, ge=1, description="...or when its oldest row is this old")
+    sink_max_rows: int = Field(20_000, ge=1, description="The worker takes a batch of at most this many messages (one insert per table)...")
+    sink_max_delay_ms: int = Field(250, ge=1, description="...or what arrived within this long of its first message")
     inbox_batches: int = Field(5, ge=1, description="Fetched messages the worker holds for its agent, in batches of sink_max_rows (fewer: less memory and shorter garbage collections)")
-    sink_retry_max_s: float = Field(30.0, description="Longest back-off between retries of a failing insert")
+    sink_retry_max_s: float = Field(30.0, gt=0, description="Longest back-off between retries of a failing insert")
     scenario_lateness_s: float = Field(300.0, ge=0, description="Events late by up to this much (event time) are still applied in order")
     scenario_idle_release_s: float = Field(2.0, gt=0, description="A quiet partition releases its held events after this long")
     commit_interval_s: float = Field(1.0, gt=0, description="How often the worker commits the offsets of written batches")

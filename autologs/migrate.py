@@ -78,11 +78,12 @@ def applied(ch: ClickHouse) -> dict[str, str]:
 
 def plan(ch: ClickHouse, ddl_dir: Path = DDL_DIR) -> list[Migration]:
     done = applied(ch)
-    for m in discover(ddl_dir):
+    files = discover(ddl_dir)
+    for m in files:
         if m.id in done and done[m.id] != m.checksum():
             raise ValueError(f"{m.path.name} was edited after it was applied; landed DDL files are never "
                              "edited: restore it and put the change in a new file.")
-    return [m for m in discover(ddl_dir) if m.id not in done]
+    return [m for m in files if m.id not in done]
 
 
 class SchemaProblem(ValueError):

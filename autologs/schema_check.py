@@ -99,10 +99,6 @@ def _words_at(toks: list[Tok], i: int, *words: str) -> bool:
     return all(i + k < len(toks) and toks[i + k].upper == w for k, w in enumerate(words))
 
 
-def _quote(name: str) -> str:
-    return name if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) else f"`{name}`"
-
-
 # --- materialized views ----------------------------------------------------------------------------
 
 

@@ -60,8 +60,8 @@ def pipeline_stats() -> dict:
         status = (f"failing: inserts into {', '.join(s.table for s in failing)} have failed for "
                   f"{time.monotonic() - since:.0f} s and are retried (consumption waits): {failing[0].stats.last_error}")
     return {"status": status, **p.stats.__dict__, "held": len(p.held), "rows_written": p.event_sink.stats.rows_written,
-            "sink_failures": sum(s.stats.failures for s in (p.event_sink, p.scenario_sink, p.enrollment_sink)),
-            "sink_last_error": p.event_sink.stats.last_error or p.scenario_sink.stats.last_error,
+            "sink_failures": sum(s.stats.failures for s in sinks),
+            "sink_last_error": next((s.stats.last_error for s in sinks if s.stats.last_error), ""),
             "gc": gcpolicy.stats.__dict__}
 
 

@@ -199,7 +199,7 @@ def apply_event(state: dict, ev: Envelope, src: Source, out: Derived, t: int | N
         # another scenario is still applied to its own (states saved before this mark use the contact's).
         if enr is not None and mark <= enr.get("applied", state["applied"]):
             out.late += 1
-            if _apply_late(state, ev, enr, t):
+            if _apply_late(ev, enr, t):
                 out.scenario_rows.append(_scenario_row(ev, src, sid, enr, ev["step_id"] or enr["step"], "automation"))
                 out.enrollment_rows.append(_enrollment_row(state, ev["account_id"], key, sid, enr, ev["event_id"]))
                 return True
@@ -234,7 +234,7 @@ def apply_event(state: dict, ev: Envelope, src: Source, out: Derived, t: int | N
     return False
 
 
-def _apply_late(state: dict, ev: Envelope, enr: dict, t: int) -> bool:
+def _apply_late(ev: Envelope, enr: dict, t: int) -> bool:
     """What an automation event older than its enrollment's newest still changes: what event-time order
     would also have left in place. True when it changed the enrollment.
 

@@ -36,7 +36,6 @@ Id = Annotated[str, Field(min_length=1, max_length=128)]
 # Ids stored in UInt64 columns; strict: a JSON bool or a string is not an id.
 UInt64 = Annotated[int, Field(ge=0, le=2**64 - 1, strict=True)]
 OLDEST = datetime(2000, 1, 1, tzinfo=timezone.utc)
-Name = Annotated[str, Field(max_length=512)]
 
 
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"

@@ -54,10 +54,6 @@ class BatchInbox:
     async def wait_space(self) -> None:
         await self._space.wait()
 
-    def clear(self) -> None:
-        self._messages.clear()
-        self._update()
-
     async def take(self, within: float) -> list:
         """The next batch: `batch_rows` messages, or fewer once `within` s have passed since the first."""
         while not self._messages:

@@ -221,7 +221,7 @@ class _Scenario:
         self.enter = kind["enter"]
         self.goal = kind["goal"]
         self.restart = kind["restart"]
-        for trigger, start_id in kind["triggers"].items():
+        for trigger in kind["triggers"]:
             account.triggers.setdefault(trigger, []).append(self)
 
 

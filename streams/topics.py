@@ -49,7 +49,7 @@ def topics(settings: Settings) -> Topics:
 
 def topic_config(settings: Settings, name: str) -> dict[str, str]:
     """Retention of the topics autologs creates: a replay can only reach what they still hold."""
-    if name.endswith(".redriven"):
+    if name == topics(settings).redriven:
         return {"cleanup.policy": "compact"}
     hours = settings.topic_retention_hours
     return {"retention.ms": str(int(hours * 3600 * 1000)) if hours > 0 else "-1"}
@@ -99,7 +99,7 @@ async def _align_existing(admin, settings: Settings, names: list[str]) -> list[s
     notes = []
     described = {d["topic"]: len(d["partitions"]) for d in await admin.describe_topics(names)}
     for name, count in described.items():
-        if count and count != settings.topic_partitions and not name.endswith(".redriven"):
+        if count and count != settings.topic_partitions and name != topics(settings).redriven:
             notes.append(f"{name} keeps its {count} partitions (AUTOLOGS_TOPIC_PARTITIONS={settings.topic_partitions} "
                          "applies to new topics only: each contact's state lives in its partition; to change it, "
                          "use a new AUTOLOGS_TOPIC_PREFIX and replay into it)")

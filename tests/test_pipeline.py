@@ -101,9 +101,9 @@ def test_a_batch_whose_predecessor_failed_publishes_nothing(db):
         await asyncio.sleep(0.05)
         first_task.cancel()  # e.g. the worker stops while the first batch is being written
         gate.set()
-        with pytest.raises(BaseException):
+        with pytest.raises(asyncio.CancelledError):
             await first_task
-        with pytest.raises(Exception):
+        with pytest.raises(RuntimeError, match="batch cancelled"):
             await finish_second
 
     asyncio.run(story())
@@ -153,3 +153,30 @@ async def test_a_removal_the_state_does_not_know_is_named_from_what_its_sender_s
                    "AND email = 'zoe@example.com' AND workflow_point = 'manually_removed'") == [(1,)]
     assert db.rows("SELECT count() FROM {db}.event_log FINAL WHERE account_id = 'acct-seen' "
                    "AND email = 'zoe@example.com' AND event_type = 'automation_removed'") == [(1,)]
+
+
+async def test_a_failing_write_stays_reported_while_an_overlapping_one_succeeds():
+    """Two batches are in flight: the second's insert succeeding must not make /health say ok while the
+    first one is still being retried."""
+    from sinks.clickhouse import ClickHouseSink
+
+    class Flaky:
+        def __init__(self):
+            self.fail_first = 3
+
+        async def run(self, fn, *args):
+            return fn(*args)
+
+        def insert(self, table, rows, columns):
+            if rows[0][0] == "first" and self.fail_first:
+                self.fail_first -= 1
+                raise RuntimeError("ClickHouse is away")
+
+    sink = ClickHouseSink(Flaky(), "event_log", ("x",), retry_max_s=0.05, retry_first_s=0.01)
+    first = asyncio.ensure_future(sink.write([["first"]]))
+    await asyncio.sleep(0.005)
+    assert sink.stats.failing_since and sink.stats.failing_writes == 1
+    await sink.write([["second"]])
+    assert sink.stats.failing_since and sink.stats.failing_writes == 1  # the first is still retrying
+    await first
+    assert sink.stats.failing_since == 0 and sink.stats.failing_writes == 0 and sink.stats.rows_written == 2
