@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     web_port: int = Field(6066, ge=1, le=65535, description="Port of the worker's web server")
     web_host: str = Field("127.0.0.1", description="Address the worker's web server binds (0.0.0.0 in a container)")
     sink_max_rows: int = Field(20_000, ge=1, description="The worker takes a batch of at most this many messages (one insert per table)...")
-    sink_max_delay_ms: int = Field(250, ge=1, description="...or what arrived within this long of its first message")
+    sink_max_delay_ms: int = Field(250, ge=1, description="...or, when fewer are waiting, what arrived after waiting this long for more")
     inbox_batches: int = Field(5, ge=1, description="Fetched messages the worker holds for its agent, in batches of sink_max_rows (fewer: less memory and shorter garbage collections)")
     sink_retry_max_s: float = Field(30.0, gt=0, description="Longest back-off between retries of a failing insert")
     scenario_lateness_s: float = Field(300.0, ge=0, description="Events late by up to this much (event time) are still applied in order")

@@ -55,7 +55,9 @@ class BatchInbox:
         await self._space.wait()
 
     async def take(self, within: float) -> list:
-        """The next batch: `batch_rows` messages, or fewer once `within` s have passed since the first."""
+        """The next batch: `batch_rows` messages, or, when fewer are there, what is there after waiting up to
+        `within` s for more (counted from this call, not from the first message's arrival: messages that
+        came while the previous batch was being derived wait up to `within` again)."""
         while not self._messages:
             await self._arrived.wait()
         if len(self._messages) < self.batch_rows:
