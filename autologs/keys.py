@@ -8,9 +8,10 @@ import secrets
 import time
 
 from autologs.clickhouse import ClickHouse
+from schemas.events import ACCOUNT_ID
 
 _FORMAT = re.compile(r"^al_([0-9a-f]{12})\.([A-Za-z0-9_-]{20,100})$")
-_ACCOUNT = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_ACCOUNT = re.compile(ACCOUNT_ID)
 
 
 def _hash(secret: str) -> str:

@@ -18,12 +18,12 @@ from autologs.clickhouse import ClickHouse
 from autologs.config import Settings
 from processors.reorder import ReorderBuffer
 from processors.scenarios import (
-    CLOSED_MARKS, ENROLLMENT_COLUMNS, SCENARIO_LOG_COLUMNS, Derived, apply_event, contact_key, dump_state, load_state,
+    CLOSED_MARKS, ENROLLMENT_COLUMNS, SCENARIO_LOG_COLUMNS, Derived, apply_event, dump_state, load_state,
     to_ms,
 )
 from processors.validate import RawMessage, explain, validate_batch
 from schemas.commands import COMMAND_ADAPTER, RemoveContact
-from schemas.events import AutomationRemoved, Envelope, partition_key
+from schemas.events import AutomationRemoved, Envelope, contact_key, partition_key
 from schemas.rows import EVENT_LOG_COLUMNS, Source, event_log_row
 from sinks.clickhouse import ClickHouseSink
 

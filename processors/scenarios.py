@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from schemas.events import Envelope
+from schemas.events import Envelope, contact_key
 from schemas.rows import Source
 
 ACTIVE = ("active", "waiting")
@@ -48,11 +48,6 @@ WORKFLOW_POINT = {
     "automation_started": "started", "automation_restarted": "restarted",
     "automation_exited": "exited", "automation_removed": "manually_removed",
 }
-
-
-def contact_key(email: str | None, contact_id: int | None) -> str:
-    """The contact as keyed in Kafka (schemas.events.partition_key without the account)."""
-    return email if email else f"id:{contact_id}"
 
 
 def to_ms(t: datetime) -> int:

@@ -28,7 +28,7 @@ class Validated:
 # What a pattern allows, in words (schemas/events.py holds the patterns).
 PATTERN_HINTS = {
     "event_name": "a name without control characters (tabs, line breaks) and not only spaces",
-    "account_id": "letters, digits, '_', '.' or '-'",
+    "account_id": "1 to 64 letters, digits, '_', '.' or '-'",
 }
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
-from schemas.events import MAX_FUTURE, Id, UInt64, normalize_email
+from schemas.events import MAX_FUTURE, AccountId, Id, UInt64, normalize_email
 
 MAX_CONTACTS_PER_REMOVAL = 50
 
@@ -38,7 +38,7 @@ class RemoveContact(BaseModel):
 
     command: Literal["remove_contact"] = "remove_contact"
     request_id: Id
-    account_id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+    account_id: AccountId
     scenario_id: Id
     email: str | None = None
     contact_id: UInt64 | None = None

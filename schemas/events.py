@@ -33,6 +33,8 @@ _EMAIL = re.compile(r"^[^@\s\"(),:;<>\[\]\\]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A
 EVENT_NAME = r"^[^\x00-\x1f\x7f]*[^\x00-\x20\x7f][^\x00-\x1f\x7f]*$"
 EVENT_NAME_MAX = 255
 Id = Annotated[str, Field(min_length=1, max_length=128)]
+ACCOUNT_ID = r"^[A-Za-z0-9_.-]{1,64}$"  # events, commands and API keys: one rule
+AccountId = Annotated[str, Field(pattern=ACCOUNT_ID)]
 # Ids stored in UInt64 columns; strict: a JSON bool or a string is not an id.
 UInt64 = Annotated[int, Field(ge=0, le=2**64 - 1, strict=True)]
 OLDEST = datetime(2000, 1, 1, tzinfo=timezone.utc)
@@ -146,13 +148,15 @@ def _wait_until_utc(v: datetime | None) -> datetime | None:
 NameOr = Annotated[str, Field(max_length=512, default="")]
 Url = Annotated[str, Field(min_length=1, max_length=4096)]
 StepId = Annotated[str, Field(min_length=1, max_length=128)]
+ACCOUNT_ID = r"^[A-Za-z0-9_.-]{1,64}$"  # events, commands and API keys: one rule
+AccountId = Annotated[str, Field(pattern=ACCOUNT_ID)]
 
 
 class Envelope(TypedDict):
     """Fields every event carries. `ip` absent means the platform itself triggered the event."""
 
     event_id: Id
-    account_id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+    account_id: AccountId
     occurred_at: Annotated[datetime, AfterValidator(_utc_ms)]
     contact_id: Annotated[Union[UInt64, None], AfterValidator(lambda v: v or None),  # webhooks send 0
                           Field(default=None)]
@@ -326,10 +330,12 @@ EVENT_TYPES = tuple(EVENT_MODELS)
 AUTOMATION_TYPES = tuple(t for t in EVENT_TYPES if t.startswith("automation_"))
 
 
-def partition_key(account_id: str, email: str | None, contact_id: int | None) -> bytes:
-    """Kafka key: one contact's events (and removal commands) share a partition, so stay in order.
+def contact_key(email: str | None, contact_id: int | None) -> str:
+    """A contact within its account: its email when present (the tracker always has it), else its id. The
+    key of its state, and of its Kafka messages after the account (`partition_key`)."""
+    return email if email else f"id:{contact_id}"
 
-    The email is the contact's key when present (the tracker always has it); else its id.
-    """
-    contact = email.lower() if email else f"id:{contact_id}"
-    return f"{account_id}:{contact}".encode()
+
+def partition_key(account_id: str, email: str | None, contact_id: int | None) -> bytes:
+    """Kafka key: one contact's events (and removal commands) share a partition, so stay in order."""
+    return f"{account_id}:{contact_key(email.lower() if email else None, contact_id)}".encode()

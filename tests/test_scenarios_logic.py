@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from processors.reorder import ReorderBuffer
-from processors.scenarios import Derived, apply_event, contact_key, load_state, dump_state, to_ms
-from schemas.events import EVENT_ADAPTER
+from processors.scenarios import Derived, apply_event, load_state, dump_state, to_ms
+from schemas.events import EVENT_ADAPTER, contact_key
 from schemas.messages import render
 from schemas.rows import Source
 from tests import story
