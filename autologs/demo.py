@@ -14,6 +14,7 @@ from autologs.removal import remove_contacts
 from query.csv_export import count_records
 from schemas.messages import render
 from streams.simulate import SimulationSpec, run_simulation
+from replay.deadletters import list_letters
 from streams.topics import ensure_topics, group_lag, topics
 
 
@@ -67,27 +68,6 @@ async def wait_written(settings: Settings, timeout: float = 600.0, topic: str = 
         await asyncio.sleep(1.0)
 
 
-async def read_dead_letters(settings: Settings, limit: int = 10):
-    from aiokafka import AIOKafkaConsumer
-
-    from processors.deadletters import parse_dead_letter
-
-    consumer = AIOKafkaConsumer(topics(settings).dead_letters, bootstrap_servers=settings.kafka_bootstrap,
-                                group_id=None, auto_offset_reset="earliest", enable_auto_commit=False)
-    await consumer.start()
-    letters = []
-    try:
-        for _ in range(5):
-            batch = await consumer.getmany(timeout_ms=500)
-            for tp, records in batch.items():
-                letters += [parse_dead_letter(r.headers, r.key, r.value, r.partition, r.offset) for r in records]
-            if not batch and letters:
-                break
-    finally:
-        await consumer.stop()
-    return letters
-
-
 def run_demo(settings: Settings, contacts: int, seed: int) -> None:
     section("1. Kafka broker (Apache Kafka from Maven Central, KRaft, single node)")
     click.echo(f"  bootstrap: {broker.start(settings)}")
@@ -128,7 +108,7 @@ def run_demo(settings: Settings, contacts: int, seed: int) -> None:
                           f"WHERE {DAY} ORDER BY occurred_at DESC, event_id LIMIT 8", day)
 
     section("5. Dead letters (original bytes kept; reason and source in headers)")
-    letters = asyncio.run(read_dead_letters(settings))
+    letters = asyncio.run(list_letters(settings))  # the same reader as `autologs dlq list`
     for dl in letters[-10:]:
         original = (dl.original or b"")[:60]
         click.echo(f"  {dl.source_topic}[{dl.source_partition}]@{dl.source_offset}: {dl.reason}  <- {original!r}")
