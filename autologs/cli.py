@@ -599,19 +599,12 @@ class _ReplayBar:
 
 
 def _replay_through_worker(settings, body: dict) -> dict | None:
-    import json
-    import urllib.error
-    import urllib.request
+    from autologs.processes import worker_post
 
-    from autologs.admin import HEADER, read_admin_key
-
-    url = f"http://127.0.0.1:{settings.web_port}/admin/replay"
-    headers = {HEADER: read_admin_key(settings) or "", "Content-Type": "application/json"}
     try:
-        urllib.request.urlopen(urllib.request.Request(url, method="POST", data=json.dumps(body).encode(),
-                                                      headers=headers), timeout=30)
-    except urllib.error.HTTPError as exc:
-        _fail(json.loads(exc.read() or b"{}").get("error", str(exc)))
+        worker_post(settings, "/admin/replay", body, timeout=30)
+    except RuntimeError as exc:  # the worker's refusal
+        _fail(str(exc))
     except OSError as exc:
         _fail(f"the worker did not take the replay ({exc}); is it running? `autologs start`, then try again")
     return _follow_worker_replay(settings)
@@ -619,14 +612,10 @@ def _replay_through_worker(settings, body: dict) -> dict | None:
 
 def _follow_worker_replay(settings, following_only: bool = False) -> dict | None:
     """Progress of the worker's replay until it ends; its report (None when none ran)."""
-    import json
     import time
-    import urllib.request
 
-    from autologs.admin import HEADER, read_admin_key
+    from autologs.processes import worker_get
 
-    url = f"http://127.0.0.1:{settings.web_port}/admin/replay"
-    headers = {HEADER: read_admin_key(settings) or "", "Content-Type": "application/json"}
     bar = _ReplayBar()
 
     class P:  # the worker's status, shaped like ReplayProgress for the bar
@@ -636,13 +625,12 @@ def _follow_worker_replay(settings, following_only: bool = False) -> dict | None
 
     try:
         while True:
-            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30) as r:
-                status = json.loads(r.read())
+            status = worker_get(settings, "/admin/replay", timeout=30)
             bar.update(P(status))
             if not status.get("running"):
                 break
             time.sleep(0.5)
-    except (OSError, ValueError) as exc:  # the worker stopped (or was killed) while we followed it
+    except (OSError, ValueError, RuntimeError) as exc:  # the worker stopped (or was killed) while we followed it
         bar.close()
         _fail(f"lost the worker while following its replay ({type(exc).__name__}: {exc}). The live tables are "
               "swapped only at the very end, after the verification: if the worker stopped before that they are as "

@@ -9,7 +9,7 @@ import orjson
 
 from autologs import broker
 from autologs.config import Settings
-from autologs.processes import running_elsewhere, start_worker, worker_api, worker_health, worker_query
+from autologs.processes import running_elsewhere, start_worker, worker_api, worker_health, worker_post, worker_query
 from autologs.removal import remove_contacts
 from query.csv_export import count_records
 from schemas.messages import render
@@ -174,13 +174,4 @@ def run_demo(settings: Settings, contacts: int, seed: int) -> None:
 
 
 def _api_key(settings: Settings, account: str) -> str:
-    import json
-    import urllib.request
-
-    from autologs.admin import HEADER, read_admin_key
-
-    req = urllib.request.Request(f"http://127.0.0.1:{settings.web_port}/admin/keys", method="POST",
-                                 data=json.dumps({"account": account, "label": "demo"}).encode(),
-                                 headers={HEADER: read_admin_key(settings) or ""})
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.loads(r.read())["key"]
+    return worker_post(settings, "/admin/keys", {"account": account, "label": "demo"}, timeout=30)["key"]

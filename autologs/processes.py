@@ -124,22 +124,27 @@ def _terminate(pid: int, timeout_s: float, running) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def worker_post(settings: Settings, path: str, body: dict, timeout: float = 60.0) -> dict:
-    """POST JSON to one of the running worker's /admin pages with the local admin key; its refusal is raised
-    as a RuntimeError carrying the worker's reason."""
+def worker_post(settings: Settings, path: str, body: dict | None, timeout: float = 60.0) -> dict:
+    """POST JSON (or GET, without `body`) to one of the running worker's /admin pages with the local admin key;
+    its refusal is raised as a RuntimeError carrying the worker's reason. A worker that does not answer
+    raises OSError (URLError, a reset connection)."""
     from autologs.admin import HEADER, read_admin_key
 
     key = read_admin_key(settings)
     if key is None:
         raise RuntimeError(f"no admin key in {settings.data_dir}; is the worker running with this data dir?")
-    req = urllib.request.Request(f"http://127.0.0.1:{settings.web_port}{path}", method="POST",
-                                 data=json.dumps(body, default=str).encode(),
+    req = urllib.request.Request(f"http://127.0.0.1:{settings.web_port}{path}", method="GET" if body is None else "POST",
+                                 data=None if body is None else json.dumps(body, default=str).encode(),
                                  headers={HEADER: key, "Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return json.loads(r.read())
     except urllib.error.HTTPError as exc:
         raise RuntimeError(json.loads(exc.read() or b"{}").get("error", str(exc))) from None
+
+
+def worker_get(settings: Settings, path: str, timeout: float = 60.0) -> dict:
+    return worker_post(settings, path, None, timeout)
 
 
 def worker_query(settings: Settings, query: str, parameters: dict | None = None,
