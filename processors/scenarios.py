@@ -198,8 +198,10 @@ def apply_event(state: dict, ev: Envelope, src: Source, out: Derived, t: int | N
                 out.scenario_rows.append(_scenario_row(ev, src, sid, enr, ev["step_id"] or enr["step"], "automation"))
                 out.enrollment_rows.append(_enrollment_row(state, ev["account_id"], key, sid, enr, ev["event_id"]))
                 return True
-            # Its own row is deterministic (a re-delivery rewrites it); the state is not rewound.
-            out.scenario_rows.append(_scenario_row(ev, src, sid, enr, ev["step_id"], _after_close(enr, t)))
+            # Its own row is deterministic (a re-delivery rewrites it, with the step its first pass gave it);
+            # the state is not rewound.
+            out.scenario_rows.append(_scenario_row(ev, src, sid, enr, ev["step_id"] or enr["step"],
+                                                   _after_close(enr, t)))
             return False
         if mark > state["applied"]:
             state["applied"] = mark

@@ -249,3 +249,15 @@ def test_an_email_a_step_sent_is_named_as_the_marketer_named_it():
     assert row["source_name"] == "Welcome"  # the event log names an automation event by its automation
     unnamed = EVENT_ADAPTER.validate_python(_ev("automation_action", 0, "b"))
     assert render(*_params(unnamed), "en") == "Email <w1@relay.example> sent"
+
+
+def test_a_redelivered_exit_without_a_step_keeps_the_step_its_first_pass_logged():
+    """An exit may come without step_id (the schema allows it): its row names the enrollment's step. Read
+    again after a restart (commits trail the held events), the rewritten row must be the same one."""
+    start = _ev("automation_started", 0, "start", step_id="s1")
+    exit_ = _ev("automation_exited", 60, "exit", step_id="", reason="goal_reached")
+    state, out = _one_contact(start, exit_)
+    first = [r[:14] for r in out.scenario_rows if r[13] == "exit"]
+    again = Derived()
+    apply_event(state, EVENT_ADAPTER.validate_python(exit_), Source("t", 0, 1), again)
+    assert first and first[0][6] == "s1" and [r[:14] for r in again.scenario_rows] == first
