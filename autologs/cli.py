@@ -258,17 +258,29 @@ def contacts_remove(account: str, scenario: str, at: str | None, by: str, contac
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     settings = get_settings()
-    pending = bool(result.removed) and settings.embedded and not _worker_holds_data(settings)
+    queued = bool(result.removed) and settings.embedded and not _worker_holds_data(settings)
+    if queued:
+        outcome = {given: "queued" for given in result.removed}
+    else:  # what the worker made of them: an exit it still held may have come first
+        from autologs.removal import outcomes
+
+        outcome = asyncio.run(outcomes(get_settings(), account, scenario, result.removed)) if result.removed else {}
+    not_removed = list(result.not_in_scenario)
     for given in result.removed:
-        click.echo(f"{'queued' if pending else 'removed'}: {given}")
-    for given, why in result.not_in_scenario:
+        if outcome[given] == "exited":
+            not_removed.append((given, "it had left the scenario (exited) before the removal time; nothing written"))
+        else:
+            click.echo(f"{outcome[given]}: {given}" if outcome[given] != "pending" else
+                       f"sent: {given} (the worker has not applied it yet; `autologs logs contacts` shows when)")
+    for given, why in not_removed:
         click.echo(f"not removed: {given}: {why}", err=True)
-    click.echo(f"{len(result.removed)} contact(s) {'queued for removal from' if pending else 'removed from'} {scenario} "
-               f"(request {result.request_id}); {len(result.not_in_scenario)} not removed")
-    if pending:
+    done = sum(1 for v in outcome.values() if v in ("removed", "queued", "pending"))
+    click.echo(f"{done} contact(s) {'queued for removal from' if queued else 'removed from'} {scenario} "
+               f"(request {result.request_id}); {len(not_removed)} not removed")
+    if queued:
         click.echo("note: no worker runs with this data dir, so the logs and contacts in scenarios change when one "
                    "starts (`autologs start`); the removals wait on the commands topic, in order", err=True)
-    sys.exit(1 if result.not_in_scenario else 0)
+    sys.exit(1 if not_removed else 0)
 
 
 # --- reads -----------------------------------------------------------------------------------------

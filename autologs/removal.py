@@ -144,6 +144,27 @@ async def remove_contacts(settings: Settings, account: str, scenario: str, given
     return RemovalResult(request_id, [c["given"] for c in found], missing)
 
 
+async def outcomes(settings: Settings, account: str, scenario: str, given: list[str], lookup: Lookup | None = None,
+                   timeout_s: float = 10.0) -> dict[str, str]:
+    """What the worker made of each removal sent: "removed", "exited" (a held exit came first: the removal
+    was ignored, nothing written), or "pending" (not applied within `timeout_s`). The tool reads
+    enrollment_state, which trails the stream by up to the lateness, so "sent" is not yet "removed"."""
+    import asyncio
+    import time
+
+    emails, ids = parse_contacts(given)
+    lookup = lookup or _read_query_lookup(settings)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        rows = await lookup(LOOKUP, {"account": account, "scenario": scenario, "emails": emails, "ids": ids})
+        by_email = {r[1]: r[3] for r in rows if r[1]}
+        by_id = {r[2]: r[3] for r in rows if r[2]}
+        status = {g: (by_id.get(int(g)) if g.isdigit() else by_email.get(normalize_email(g))) for g in given}
+        if all(v not in ACTIVE for v in status.values()) or time.monotonic() > deadline:
+            return {g: v if v in ("removed", "exited") else "pending" for g, v in status.items()}
+        await asyncio.sleep(0.3)
+
+
 def _read_query_lookup(settings: Settings) -> Lookup:
     from autologs.processes import read_query
 

@@ -261,3 +261,24 @@ def test_a_redelivered_exit_without_a_step_keeps_the_step_its_first_pass_logged(
     again = Derived()
     apply_event(state, EVENT_ADAPTER.validate_python(exit_), Source("t", 0, 1), again)
     assert first and first[0][6] == "s1" and [r[:14] for r in again.scenario_rows] == first
+
+
+def test_the_removal_tool_reports_what_the_worker_made_of_each_removal():
+    """enrollment_state trails the stream by up to the lateness: an exit the worker still held may come
+    before the removal, which is then ignored. The tool waits for the worker and says so."""
+    import asyncio
+
+    from autologs.config import Settings
+    from autologs.removal import outcomes
+
+    answers = [
+        [["a", "ann@example.com", 1, "waiting"], ["b", "bob@example.com", 2, "active"], ["c", "", 3, "active"]],
+        [["a", "ann@example.com", 1, "removed"], ["b", "bob@example.com", 2, "exited"], ["c", "", 3, "active"]],
+    ]
+
+    async def lookup(query, parameters):  # the worker applies the commands after the first look
+        return answers.pop(0) if len(answers) > 1 else answers[0]
+
+    got = asyncio.run(outcomes(Settings(), "acct", "sc", ["ann@example.com", "Bob@Example.com", "3"], lookup,
+                               timeout_s=0.5))
+    assert got == {"ann@example.com": "removed", "Bob@Example.com": "exited", "3": "pending"}
