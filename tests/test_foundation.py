@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -332,3 +333,28 @@ def test_the_worker_knows_when_no_bootstrap_server_accepts_connections(kafka_boo
     assert _accepts_connections(kafka_bootstrap)
     assert _accepts_connections(f"127.0.0.1:1,{kafka_bootstrap}")  # one of them is enough
     assert not _accepts_connections("127.0.0.1:1", timeout=0.5)
+
+
+def test_the_demo_runs_end_to_end(settings, tmp_root):
+    """`make demo` is the README's first command: its own broker, a worker, a simulated day, dead letters, the
+    three views, a removal, the dumps and an API key, on a data dir and ports of its own."""
+    from tests.support import free_port
+
+    data = tmp_root / "demo"
+    env = {k: v for k, v in os.environ.items() if k != "AUTOLOGS_KAFKA_BOOTSTRAP"}  # it follows the port
+    env.update(AUTOLOGS_DATA_DIR=str(data), AUTOLOGS_TOPIC_PREFIX=f"{settings.topic_prefix}-demo",
+               AUTOLOGS_WEB_PORT=str(free_port()), AUTOLOGS_KAFKA_PORT=str(free_port()),
+               AUTOLOGS_KAFKA_CONTROLLER_PORT=str(free_port()))
+    try:
+        out = run_cli(env, "demo", "--contacts", "200", timeout=600)  # ~1,600 messages: one is broken on purpose
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        for section in ("5. Dead letters", "6. Scenario log", "7. Contacts in scenarios", "8. Removing contacts",
+                        "9. Reads"):
+            assert section in out.stdout, section
+        assert "Le contact a été supprimé manuellement du scénario" in out.stdout
+        letters = re.search(r"the newest \d+ of (\d+) dead letter", out.stdout)
+        assert letters and int(letters.group(1)) >= 1 and "Authorization: Bearer al_" in out.stdout
+        assert all((data / f"demo-{view}.csv").stat().st_size > 0 for view in ("events", "scenarios", "contacts"))
+    finally:
+        stopped = run_cli(env, "stop")  # its worker, then its broker
+        assert stopped.returncode == 0 and "broker stopped" in stopped.stdout, stopped.stdout + stopped.stderr
