@@ -182,7 +182,7 @@ async def release_idle_partitions():
 async def forget_held_events(app, revoked, **kwargs) -> None:
     """Held events of revoked partitions are unacknowledged: their new owner reads them again."""
     if _pipeline is not None:
-        dropped = _pipeline.held.drop_partitions({tp.partition for tp in revoked})
+        dropped = _pipeline.forget_partitions({tp.partition for tp in revoked})
         if dropped:
             log.info("dropped %d held events of revoked partitions", dropped)
     _in_order.forget(revoked)

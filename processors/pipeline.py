@@ -141,6 +141,9 @@ class Pipeline:
         self.lock = asyncio.Lock()
         self._writes: set[asyncio.Future] = set()  # inserts in flight (kept referenced)
         self._finished: asyncio.Future | None = None  # the last started batch's: batches finish in order
+        # The last offset of each events partition that a batch started with: a replay beside this pipeline
+        # asks which of its held events this one has read (see `will_derive`).
+        self.read_to: dict[int, int] = {}
 
     async def handle(self, messages: list[RawMessage], tokens: list[Any] | None = None) -> list[Any]:
         """Process one batch; returns the tokens of the messages that are done (safe to acknowledge)."""
@@ -168,14 +171,40 @@ class Pipeline:
             finish = self._derive_and_write(None, [], released, [])
         return await finish
 
-    async def drain(self) -> None:
-        """Derive everything still held, whatever the watermark (end of a bounded replay)."""
+    async def drain(self, leave: Callable[[Held], bool] | None = None) -> int:
+        """Derive everything still held, whatever the watermark (the end of a bounded replay). Held events
+        that `leave` picks are dropped instead: a live pipeline beside the replay derives them itself, in
+        their order. Returns how many were left."""
         async with self.lock:
             released = [item for p in list(self.held.partitions()) for item in self.held.release(p, force=True)]
+            left = 0
+            if leave is not None:
+                kept = [h for h in released if not leave(h)]
+                left, released = len(released) - len(kept), kept
             if not released:
-                return
+                return left
             finish = self._derive_and_write(None, [], released, [])
         await finish
+        return left
+
+    async def will_derive(self) -> Callable[[Held], bool]:
+        """Which held events of a replay beside this pipeline it will derive itself: those it holds, and
+        those of a partition it has not read that far yet. Others it derived already (perhaps into tables
+        the replay has since swapped out), so the replay derives those. A partition it has read nothing of
+        since it started counts as derived: deriving an event twice can add a row, leaving it can lose one."""
+        async with self.lock:
+            held = {h.source for _, h in self.held.items()}
+            read_to = dict(self.read_to)
+
+        def leave(h: Held) -> bool:
+            return h.source in held or h.source.offset > read_to.get(h.source.partition, h.source.offset)
+        return leave
+
+    def forget_partitions(self, partitions: set[int]) -> int:
+        """On revocation: what is held of them is unacknowledged, and their new owner reads it again."""
+        for p in partitions:
+            self.read_to.pop(p, None)
+        return self.held.drop_partitions(partitions)
 
     async def _start(self, messages: list[RawMessage], tokens: list[Any] | None) -> Awaitable[list[Any]]:
         # One pass per message where possible, and no pairs or maps of messages unless tokens are given:
@@ -206,13 +235,14 @@ class Pipeline:
         if not self.derive:
             return await self._log_only(checked.events, removals, done, token_of, len(messages), len(invalid))
 
-        entries, log_rows = [], []
+        entries, log_rows, read_to = [], [], self.read_to
         new_source = tuple.__new__  # Source(...) runs a Python-level __new__: twice the cost per event
         for ev, m in checked.events:
             src = new_source(Source, (m.topic, m.partition, m.offset))
             h = Held(ev, src, token_of(m))
             entries.append((m.partition, h.order[0], h.order[1], h))
             log_rows.append(event_log_row(ev, src))
+            read_to[m.partition] = m.offset
         self.held.add_many(entries)
         released = [item for p in sorted({e[0] for e in entries}) for item in self.held.release(p)]
         self.stats.messages += len(messages)

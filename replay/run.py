@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import Awaitable, Callable
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -79,6 +79,8 @@ class ReplayReport:
     swapped: bool
     caught_up: int
     derived: bool = True  # False: a range or one topic, the event log only (see Replay._pipeline)
+    # The last lateness window's events that the live worker still held or had not read: it derives them
+    left_to_worker: int = 0
 
     @property
     def events_per_s(self) -> float:
@@ -91,7 +93,8 @@ async def _no_dead_letters(invalid) -> None:
 
 class Replay:
     def __init__(self, settings: Settings, ch: ClickHouse, plan: ReplayPlan, in_place: bool = False,
-                 progress: Callable[[ReplayProgress], None] | None = None, checkpoint: Path | None = None):
+                 progress: Callable[[ReplayProgress], None] | None = None, checkpoint: Path | None = None,
+                 live: Callable[[], Awaitable[Callable[[Held], bool]]] | None = None):
         if not in_place and not plan.full:
             raise ReplayRefused("a replay into shadow tables rebuilds everything, so it reads the topics from "
                                 "their beginning: drop --from, or add --in-place to re-read a range in place")
@@ -105,6 +108,7 @@ class Replay:
         self.plan = plan
         self.in_place = in_place
         self.on_progress = progress
+        self.live = live  # the worker's pipeline, when the replay runs beside it (Pipeline.will_derive)
         self.checkpoint = checkpoint or (settings.data_dir.resolve() / "replay" / "checkpoint.json")
         self.names = topics(settings)
         self.progress = ReplayProgress(plan.total)
@@ -135,7 +139,6 @@ class Replay:
             self._prepare_shadow()
         self._set_phase("replaying")
         await self._read(self.plan.ranges)
-        await self.pipeline.drain()
         await self._write_manifest()
         days = 0
         swapped = False
@@ -149,17 +152,23 @@ class Replay:
             swapped = True
             # Events that arrived meanwhile, read in place into the swapped tables.
             self._keep_manifest = False
-            main_pass = self.pipeline.stats
+            main_pass, held = self.pipeline.stats, self.pipeline.held
             self.pipeline = self._pipeline(self.pipeline.settings, "")
             self.pipeline.stats = main_pass  # one report for both passes
+            self.pipeline.held = held  # the last lateness window, derived after the catch-up
             caught_up = await self._catch_up()
+        # The tail the watermark has not released. Forced out all at once it would be derived out of its
+        # order with what arrives later (a tracker event copied into an enrollment whose exit is still on its
+        # way), and a live worker deriving the same events in order would not overwrite those rows. So what
+        # the live worker will derive itself is left to it.
+        left = await self.pipeline.drain(await self.live() if self.live else None)
         self.checkpoint.unlink(missing_ok=True)
         self._set_phase("done")
         stats = self.pipeline.stats
         # Written to the event log: every valid event, and every removal that was not ignored (already out)
         return ReplayReport(self.progress.read, self.progress.read - stats.dead_letters - stats.removals_ignored,
                             stats.dead_letters, stats.scenario_rows, stats.enrollment_changes, days,
-                            time.monotonic() - started, swapped, caught_up, self.pipeline.derive)
+                            time.monotonic() - started, swapped, caught_up, self.pipeline.derive, left)
 
     async def _catch_up(self) -> int:
         from streams.topics import partitions_of
@@ -180,7 +189,6 @@ class Replay:
         self._set_phase("catching up")
         self._positions.update({tp: s for tp, (s, _) in ranges.items()})
         await self._read(ranges)
-        await self.pipeline.drain()
         self._manifest.clear()
         return self.progress.read - before
 

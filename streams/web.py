@@ -95,6 +95,7 @@ class AdminReplay(View):
     async def post(self, request: Request) -> Response:
         from datetime import datetime
 
+        from processors.agents import pipeline
         from replay.plan import ReplayRefused
         from replay.service import WorkerReplay
         from streams.tables import enrollments
@@ -118,7 +119,7 @@ class AdminReplay(View):
         _replay = _replay or WorkerReplay()
         try:
             _replay.start(settings, replayer(), enrollments, t_from, t_to, body.get("topics"),
-                          bool(body.get("in_place")), bool(body.get("resume")))
+                          bool(body.get("in_place")), bool(body.get("resume")), live=pipeline().will_derive)
         except ReplayRefused as exc:
             return self.json({"error": str(exc)}, status=409)
         return self.json({"started": True}, status=202)

@@ -3,7 +3,7 @@ retention refusals, and table retention settings."""
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from aiokafka import AIOKafkaConsumer
@@ -11,12 +11,15 @@ from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
 from autologs import migrate
 from autologs.clickhouse import ClickHouse
+from processors.pipeline import DictStates, Pipeline
+from processors.validate import RawMessage
 from replay import run as replay_run
 from replay.plan import ReplayRefused, plan_replay
 from replay.run import Replay
 from streams.produce import publish
 from streams.topics import Topics, ensure_topics, partitions_of
 from tests import story
+from tests.examples import example
 from tests.test_scenarios import keyed
 
 TABLE_QUERIES = {
@@ -170,3 +173,84 @@ async def test_a_full_replay_verifies_only_the_days_the_tables_keep(settings, sc
     report = await Replay(s, db, plan).run()
     assert report.swapped and report.days_verified == 0
     assert db.rows("SELECT count() FROM {db}.event_log FINAL")[0][0] == 0  # retention applies to what is rebuilt
+
+
+async def _records(settings, topic: str) -> list[RawMessage]:
+    """Every message of `topic`, as a worker reads it."""
+    parts = await partitions_of(settings.kafka_bootstrap, [topic])
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        consumer.assign(parts)
+        ends = await consumer.end_offsets(parts)
+        for tp in parts:
+            consumer.seek(tp, 0)
+        out: list[RawMessage] = []
+        while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
+            for tp, recs in (await consumer.getmany(timeout_ms=1000)).items():
+                out += [RawMessage(tp.topic, r.partition, r.offset, r.key, r.value, r.timestamp) for r in recs]
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def test_a_replay_leaves_what_the_live_worker_holds_to_it(settings, scratch, monkeypatch, tmp_path):
+    """A tracker event must not be copied into an enrollment whose exit, earlier in event time, arrives after
+    it: during the replay (Carol: the replay's tail waits for its catch-up), or after it (Erin: the live
+    worker holds her events and derives them in order, so the replay leaves them to it)."""
+    names, db = scratch
+    await ensure_topics(settings, names.all())
+    s = db.settings.model_copy(update={"data_dir": tmp_path, "scenario_idle_release_s": 1e9})
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    n = iter(range(100))
+
+    def ev(kind: str, seconds_ago: float, who: str) -> dict:
+        return example(kind, next(n), occurred_at=(now - timedelta(seconds=seconds_ago)).isoformat(),
+                       account="acct-r", email=f"{who}@example.com", contact_id=len(who))
+
+    started_d, tracked_d = ev("automation_started", 7200, "dan"), ev("track", 7100, "dan")
+    started_c, tracked_c, exited_c = (ev("automation_started", 100, "carol"), ev("track", 10, "carol"),
+                                      ev("automation_exited", 20, "carol"))
+    started_e, tracked_e, exited_e = (ev("automation_started", 100, "erin"), ev("track", 10, "erin"),
+                                      ev("automation_exited", 20, "erin"))
+
+    async def nothing(invalid):
+        raise AssertionError(invalid)
+
+    live = Pipeline(s, db, nothing, DictStates(), commands_topic=names.commands)  # the worker's batch step
+    read: set[tuple[int, int]] = set()
+
+    async def arrive(*events: dict) -> None:
+        """Published, and read by the live worker."""
+        await publish(s, names.events, [keyed(e) for e in events])
+        new = [m for m in await _records(s, names.events) if (m.partition, m.offset) not in read]
+        read.update((m.partition, m.offset) for m in new)
+        await live.handle(new)
+
+    await arrive(started_d, tracked_d)
+    await live.drain()  # the live worker released Dan's events long ago
+    await arrive(started_c, tracked_c, started_e, tracked_e)  # held: within the lateness
+    catch_up = Replay._catch_up
+
+    async def carol_exits_during_the_replay(self):
+        await arrive(exited_c)
+        return await catch_up(self)
+
+    monkeypatch.setattr(Replay, "_catch_up", carol_exits_during_the_replay)
+    plan = await plan_replay(s.kafka_bootstrap, names.sources(), None, None)
+    report = await Replay(s, db, plan, live=live.will_derive).run()
+    assert report.swapped and report.caught_up == 1 and report.left_to_worker == 5, report
+    await arrive(exited_e)
+    await live.drain()  # the live worker goes on: Carol's and Erin's events in their order
+
+    rows = db.rows("SELECT email, workflow_point, type FROM {db}.scenario_log FINAL ORDER BY email, occurred_at")
+    assert rows == [("carol@example.com", "started", "automation_started"),
+                    ("carol@example.com", "exited", "automation_exited"),
+                    ("dan@example.com", "started", "automation_started"), ("dan@example.com", "", "track"),
+                    ("erin@example.com", "started", "automation_started"),
+                    ("erin@example.com", "exited", "automation_exited")], rows
+    # What the replay derived (Dan's, which the live worker wrote into the tables swapped out) is back.
+    state = db.rows("SELECT email, status FROM {db}.enrollment_state FINAL ORDER BY email")
+    assert state == [("carol@example.com", "exited"), ("dan@example.com", "active"),
+                     ("erin@example.com", "exited")], state
