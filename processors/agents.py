@@ -8,6 +8,8 @@ import socket
 import time
 from typing import AsyncIterator
 
+from aiokafka import TopicPartition
+
 from autologs import gcpolicy
 from autologs.clickhouse import ClickHouse
 from processors.deadletters import dead_letter_headers
@@ -25,6 +27,7 @@ log = logging.getLogger("autologs.agents")
 _pipeline: Pipeline | None = None
 _inbox: BatchInbox | None = None  # filled by the consumer loop once the agent has started
 _in_order = InOrderAcks()  # what the agent took, acknowledged in each partition's offset order
+_events_topic = topics(settings).events
 
 
 async def send_dead_letters(invalid: list[tuple[RawMessage, str]]) -> None:
@@ -166,13 +169,29 @@ async def watch_kafka():
         _kafka_unreachable_since = time.monotonic()
 
 
+def caught_up(partition: int) -> bool:
+    """The broker answered a fetch of this events partition within the idle window, and the consumer has
+    everything up to its end. A partition quiet only because fetches stall (a broker outage) is not: what it
+    holds would be derived before the events that follow it, which may come earlier in event time."""
+    try:
+        consumer = app.consumer._thread._ensure_consumer()  # aiokafka's, in Faust's consumer thread
+        tp = TopicPartition(_events_topic, partition)
+        state = consumer._subscription.subscription.assignment.state_value(tp)
+        polled, highwater, position = state.timestamp, state.highwater, state.position
+    except Exception:  # not assigned (anymore) or not started: nothing to wait for
+        return True
+    if polled is None or highwater is None or position is None:
+        return True
+    return time.time() * 1000 - polled <= settings.scenario_idle_release_s * 1000 and position >= highwater
+
+
 @app.timer(interval=0.5)
 async def release_idle_partitions():
     """Quiet partitions hand over what they hold, so the end of a stream is derived too."""
     if _inbox is None:
         return
     try:
-        done = await pipeline().release_idle()
+        done = await pipeline().release_idle(caught_up)
     except Exception as exc:
         crash_loudly("release_idle_partitions", exc)
     await _ack(done)

@@ -162,10 +162,11 @@ class Pipeline:
         async with self.lock:
             return await self._start(messages, tokens)
 
-    async def release_idle(self) -> list[Any]:
-        """Called periodically: derive what quiet partitions hold. Returns tokens to acknowledge."""
+    async def release_idle(self, caught_up: Callable[[int], bool] | None = None) -> list[Any]:
+        """Called periodically: derive what quiet partitions hold (see ReorderBuffer.release_idle). Returns
+        tokens to acknowledge."""
         async with self.lock:
-            released = self.held.release_idle()
+            released = self.held.release_idle(caught_up)
             if not released:
                 return []
             finish = self._derive_and_write(None, [], released, [])

@@ -358,3 +358,46 @@ def test_the_demo_runs_end_to_end(settings, tmp_root):
     finally:
         stopped = run_cli(env, "stop")  # its worker, then its broker
         assert stopped.returncode == 0 and "broker stopped" in stopped.stdout, stopped.stdout + stopped.stderr
+
+
+def test_a_stalled_broker_does_not_release_what_the_worker_holds(settings, tmp_root):
+    """A partition quiet because its fetches stall (the broker paused) is not a quiet stream: the events
+    the worker holds wait for the broker, instead of being derived before what follows them."""
+    import signal
+    import time
+    from datetime import timedelta, timezone
+
+    from autologs.config import Settings
+    from tests.examples import example, keyed
+    from tests.support import WorkerProcess, free_port
+
+    s = Settings(data_dir=tmp_root / "stall", kafka_port=free_port(), kafka_controller_port=free_port(),
+                 kafka_bootstrap="", topic_prefix=f"{settings.topic_prefix}-stall")
+    address = broker.start(s)
+    pid = broker._read_pid(broker.paths(s))
+    worker = WorkerProcess(tmp_root / "stall-worker", s.topic_prefix, AUTOLOGS_KAFKA_BOOTSTRAP=address,
+                           AUTOLOGS_SCENARIO_IDLE_RELEASE_S="3")
+    stopped = False
+    try:
+        worker.start()
+        now = datetime.now(timezone.utc)
+        events = [example("automation_started", 1, email="stall@example.com", contact_id=77, occurred_at=(now - timedelta(
+                  seconds=5)).isoformat()), example("track", 2, email="stall@example.com", contact_id=77, occurred_at=now.isoformat())]
+
+        asyncio.run(publish(s.model_copy(update={"kafka_bootstrap": address}), f"{s.topic_prefix}.events",
+                            [keyed(e) for e in events]))
+        worker.wait_until(lambda h: h["held"] == 2, timeout=30, what="the events, held")
+        os.kill(pid, signal.SIGSTOP)  # fetches now stall: no answer, no new events
+        stopped = True
+        time.sleep(7)
+        health = worker.health()  # still held: the partition is not known to be quiet
+        assert health["held"] == 2 and health["scenario_rows"] == 0, health
+        os.kill(pid, signal.SIGCONT)
+        stopped = False
+        worker.wait_until(lambda h: h["held"] == 0 and h["scenario_rows"] == 2, timeout=60,
+                          what="the held events, derived")
+    finally:
+        if stopped:
+            os.kill(pid, signal.SIGCONT)
+        worker.stop()
+        broker.stop(s)

@@ -102,6 +102,18 @@ def test_the_idle_release_takes_only_quiet_partitions_and_all_they_hold():
     assert buf.release_idle() == ["x"]
 
 
+def test_a_partition_quiet_because_its_fetches_stall_keeps_what_it_holds():
+    clock = [0.0]
+    buf = ReorderBuffer(1000, idle_s=5.0, monotonic=lambda: clock[0], wall_ms=lambda: 10**13)
+    buf.add(0, 4000, "a", "a")
+    buf.add(1, 4000, "x", "x")
+    clock[0] = 6.0
+    stalled = {0}  # the broker has not answered partition 0's fetches lately
+    assert buf.release_idle(lambda p: p not in stalled) == ["x"] and len(buf) == 1
+    stalled.clear()
+    assert buf.release_idle(lambda p: p not in stalled) == ["a"]
+
+
 def test_watermark_never_runs_ahead_of_the_wall_clock():
     buf = ReorderBuffer(1000, idle_s=5.0, monotonic=lambda: 0.0, wall_ms=lambda: 10_000)
     buf.add(0, 5000, "a", "a")
