@@ -182,7 +182,8 @@ def caught_up(partition: int) -> bool:
         return True
     if polled is None or highwater is None or position is None:
         return True
-    return time.time() * 1000 - polled <= settings.scenario_idle_release_s * 1000 and position >= highwater
+    answered_within_ms = max(settings.scenario_idle_release_s, 1.0) * 1000  # fetches wait up to 100 ms each
+    return time.time() * 1000 - polled <= answered_within_ms and position >= highwater
 
 
 @app.timer(interval=0.5)
