@@ -10,9 +10,10 @@ email event older than the contact's newest automation event is
 attributed by rule 1 only.
 
 Attribution of tracker and email events (also in the README):
-1. the email's `message_id` was sent by a scenario step (automation_action) -> that scenario and step;
+1. the email's `message_id` was sent by a scenario step (automation_action) -> that scenario, at the step
+   the contact is at (the sending step once it has left, or when the event comes too late to know);
 2. else its `template_id` / `campaign_id` was sent by a step of an enrollment that is still active or
-   waiting -> that scenario and step;
+   waiting -> that scenario, at the contact's step;
 3. else every enrollment of the contact that is active or waiting, at its current step;
 4. else (not enrolled) no scenario-log row.
 """
@@ -269,10 +270,13 @@ def _attribute(state: dict, ev: Envelope) -> list[tuple[str, str, str]]:
     sends = state["sends"]
     message_id = ev["message_id"]
     if message_id and (hit := sends.get("m:" + message_id)) and hit[0] in enr:
-        return [(hit[0], hit[1], "message")]
+        # The step the contact is at (the scenario log's step_id: where the contact was when it happened);
+        # once it has left the scenario, the step that sent the email.
+        now = enr[hit[0]]
+        return [(hit[0], now["step"] if now["status"] in ACTIVE else hit[1], "message")]
     for prefix, value in (("t:", ev["template_id"]), ("c:", ev["campaign_id"])):
         if value and (hit := sends.get(prefix + str(value))) and enr.get(hit[0], {}).get("status") in ACTIVE:
-            return [(hit[0], hit[1], "message")]
+            return [(hit[0], enr[hit[0]]["step"], "message")]
     active = [(sid, e["step"], "enrollment") for sid, e in enr.items() if e["status"] in ACTIVE]
     active.sort()  # only the open enrollments (usually none or one), not every scenario the contact was in
     return active

@@ -294,3 +294,18 @@ def test_the_removal_tool_reports_what_the_worker_made_of_each_removal():
     got = asyncio.run(outcomes(Settings(), "acct", "sc", ["ann@example.com", "Bob@Example.com", "3"], lookup,
                                timeout_s=0.5))
     assert got == {"ann@example.com": "removed", "Bob@Example.com": "exited", "3": "pending"}
+
+
+def test_an_open_is_logged_at_the_step_the_contact_is_at_then_the_sending_step_once_it_left():
+    mid = "<step-1@relay.example>"
+    state, out = _one_contact(
+        _ev("automation_started", 0, "start"),
+        _ev("automation_action", 2, "send", step_id="s2", message_id=mid, template_id=71),
+        _ev("automation_waiting", 9, "wait", step_id="s3"),
+        _ev("templates_opened", 12, "open-waiting", message_id=mid, template_id=71),
+        _ev("templates_clicked", 13, "click-by-template", template_id=71, message_id="<resent@relay.example>"),
+        _ev("automation_exited", 20, "exit", step_id="s4", reason="goal_reached"),
+        _ev("templates_clicked", 30, "click-after-exit", message_id=mid, template_id=71))
+    rows = {r[13]: (r[6], r[12]) for r in out.scenario_rows}
+    assert rows["open-waiting"] == ("s3", "message") and rows["click-by-template"] == ("s3", "message")
+    assert rows["click-after-exit"] == ("s2", "message")
