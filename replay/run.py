@@ -120,6 +120,7 @@ class Replay:
         self.pipeline = self._pipeline(replay_settings, "" if in_place else SHADOW)
         self._positions: dict[TopicPartition, int] = {tp: s for tp, (s, _) in plan.ranges.items()}
         self._last_checkpoint = time.monotonic()
+        self._swapped = False
 
     def _pipeline(self, settings: Settings, suffix: str) -> Pipeline:
         # A range, or one topic, holds only part of each contact's history: its derivation would start from
@@ -137,25 +138,24 @@ class Replay:
                                 "with this data dir). Run `autologs replay` without --resume to start a new one.")
         if not self.in_place and not resumed:
             self._prepare_shadow()
-        self._set_phase("replaying")
-        await self._read(self.plan.ranges)
-        await self._write_manifest()
         days = 0
-        swapped = False
         caught_up = 0
-        if not self.in_place:
+        if not self._swapped:  # (a replay resumed after its swap goes on with the catch-up)
+            self._set_phase("replaying")
+            await self._read(self.plan.ranges)
+            await self._write_manifest()
+        if not self.in_place and not self._swapped:
             self._set_phase("verifying")
             days = await self.ch.run(self._verify)
             self._set_phase("swapping")
             await self.ch.run(self._fill_copies)
             await self.ch.run(self._swap)
-            swapped = True
-            # Events that arrived meanwhile, read in place into the swapped tables.
-            self._keep_manifest = False
             main_pass, held = self.pipeline.stats, self.pipeline.held
-            self.pipeline = self._pipeline(self.pipeline.settings, "")
+            self._after_swap()
             self.pipeline.stats = main_pass  # one report for both passes
             self.pipeline.held = held  # the last lateness window, derived after the catch-up
+            self._save_checkpoint()  # a crash from here on resumes with the catch-up, not the swap
+        if self._swapped:  # events that arrived meanwhile, read in place into the swapped tables
             caught_up = await self._catch_up()
         # The tail the watermark has not released. Forced out all at once it would be derived out of its
         # order with what arrives later (a tracker event copied into an enrollment whose exit is still on its
@@ -168,7 +168,13 @@ class Replay:
         # Written to the event log: every valid event, and every removal that was not ignored (already out)
         return ReplayReport(self.progress.read, self.progress.read - stats.dead_letters - stats.removals_ignored,
                             stats.dead_letters, stats.scenario_rows, stats.enrollment_changes, days,
-                            time.monotonic() - started, swapped, caught_up, self.pipeline.derive, left)
+                            time.monotonic() - started, self._swapped, caught_up, self.pipeline.derive, left)
+
+    def _after_swap(self) -> None:
+        """From the swap on, the replay writes in place, and keeps no manifest."""
+        self._swapped = True
+        self._keep_manifest = False
+        self.pipeline = self._pipeline(self.pipeline.settings, "")
 
     async def _catch_up(self) -> int:
         from streams.topics import partitions_of
@@ -187,8 +193,7 @@ class Replay:
         before = self.progress.read
         self.progress.total += sum(e - s for s, e in ranges.values())
         self._set_phase("catching up")
-        self._positions.update({tp: s for tp, (s, _) in ranges.items()})
-        await self._read(ranges)
+        await self._read(ranges)  # from the positions reached (further than the plan's ends after a resume)
         self._manifest.clear()
         return self.progress.read - before
 
@@ -351,6 +356,7 @@ class Replay:
         self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
         data = {
             "plan": self.plan.to_json(), "in_place": self.in_place, "read": self.progress.read,
+            "swapped": self._swapped,
             "positions": [[tp.topic, tp.partition, o] for tp, o in self._positions.items()],
             "states": {base64.b64encode(k).decode(): base64.b64encode(v).decode() for k, v in self.states.items()},
             "held": [[p, EVENT_ADAPTER.dump_json(h.event).decode(), list(h.source)] for p, h in self.pipeline.held.items()],
@@ -371,6 +377,8 @@ class Replay:
         self.progress = ReplayProgress(self.plan.total, read=data["read"])
         self._positions = {TopicPartition(t, p): o for t, p, o in data["positions"]}
         self.states.update({base64.b64decode(k): base64.b64decode(v) for k, v in data["states"].items()})
+        if data.get("swapped"):
+            self._after_swap()
         for partition, event_json, source in data["held"]:
             ev = EVENT_ADAPTER.validate_json(event_json)
             held = Held(ev, Source(*source), None)

@@ -95,6 +95,34 @@ async def test_a_crashed_replay_resumes_to_the_same_tables(settings, scratch, mo
     assert left == []  # every shadow table was swapped in
 
 
+async def test_a_replay_that_crashed_after_its_swap_resumes_with_the_catch_up(settings, scratch, monkeypatch,
+                                                                           tmp_path):
+    """The swap is done once: a resume goes on where the crash left it, and the held tail is not lost."""
+    names, db = scratch
+    await _publish_story(settings, names)
+    s = db.settings.model_copy(update={"data_dir": tmp_path})
+    plan = await plan_replay(s.kafka_bootstrap, names.sources(), None, None)
+    await Replay(s, db, plan).run()
+    straight = tables(db)
+
+    class Crash(Exception):
+        pass
+
+    async def crash(self):
+        raise Crash()
+
+    with monkeypatch.context() as m:
+        m.setattr(Replay, "_catch_up", crash)
+        with pytest.raises(Crash):
+            await Replay(s, db, plan).run()
+    swapped_in = tables(db)
+    assert len(swapped_in["scenario_log"]) < len(straight["scenario_log"])  # the held tail is not in them yet
+    report = await Replay(s, db, plan).run(resume=True)
+    assert report.swapped and report.days_verified == 0 and report.scenario_rows > 0
+    assert not (tmp_path / "replay" / "checkpoint.json").exists()
+    assert tables(db) == straight
+
+
 async def test_resume_without_a_checkpoint_is_refused_and_changes_nothing(settings, scratch, tmp_path):
     names, db = scratch
     await _publish_story(settings, names)
