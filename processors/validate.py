@@ -35,7 +35,16 @@ PATTERN_HINTS = {
 def explain(exc: ValidationError) -> str:
     """One line a person can act on: which field, what is wrong."""
     parts = []
-    for err in exc.errors(include_url=False)[:5]:
+    errors = exc.errors(include_url=False)
+    unknown = [e for e in errors if e["type"] == "extra_forbidden"]
+    if unknown:  # all of them at once: a producer fixes its mapping in one go
+        names = ", ".join(".".join(str(p) for p in e["loc"][1 if e["loc"][0] in EVENT_MODELS else 0:])
+                          for e in unknown)
+        kind = f"a {unknown[0]['loc'][0]!r} event" if unknown[0]["loc"][0] in EVENT_MODELS else "this message"
+        parts.append(f"{names}: not {'a field' if len(unknown) == 1 else 'fields'} of {kind} "
+                     "(custom data goes in 'properties')")
+        errors = [e for e in errors if e["type"] != "extra_forbidden"]
+    for err in errors[:5]:
         path = list(err["loc"])
         if path and path[0] in EVENT_MODELS:  # the union's tag: say "email", not "page.email"
             path = path[1:]
@@ -53,14 +62,14 @@ def explain(exc: ValidationError) -> str:
             parts.append("missing field 'type'")
         elif err["type"] == "missing":
             parts.append(f"{loc}: required field missing")
-        elif err["type"] == "extra_forbidden":
-            kind = f"a {err['loc'][0]!r} event" if err["loc"] and err["loc"][0] in EVENT_MODELS else "this message"
-            parts.append(f"{loc}: not a field of {kind} (custom data goes in 'properties')")
+        elif err["type"].startswith(("datetime", "date_")):
+            parts.append(f"{loc}: {msg} (send ISO 8601 with an offset, e.g. 2026-11-27T10:00:00+01:00, or Unix "
+                         f"time in seconds or milliseconds; got {str(err.get('input'))[:40]!r})")
         elif err["type"] == "string_pattern_mismatch" and path and path[-1] in PATTERN_HINTS:
             parts.append(f"{loc}: {PATTERN_HINTS[path[-1]]}, not {str(err.get('input'))[:80]!r}")
         else:
             parts.append(f"{loc}: {msg}" if path else msg)
-    more = len(exc.errors()) - 5
+    more = len(errors) - 5
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 

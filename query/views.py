@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo, available_timezones
 import orjson
 
 from processors.scenarios import ATTRIBUTIONS
-from schemas.events import EVENT_TYPES, INTERNAL_REQUEST, IP_UNKNOWN_TYPES, normalize_email
+from schemas.events import EVENT_TYPES, INTERNAL_REQUEST, IP_UNKNOWN_TYPES, canonical_ip, normalize_email
 from schemas.messages import ATTRIBUTION_LABELS, ENROLLMENT_STATUSES, LANGUAGES, WORKFLOW_POINTS, render, sql_render_expression
 
 VIEWS = ("events", "scenarios", "contacts")
@@ -140,7 +140,12 @@ def _contains(column: str):
 def _ip(name: str, raw: str):
     if raw.lower() == "internal":
         return f"ip = '' AND NOT {_UNKNOWN_IP}", {}
-    return "ip = {f_ip:String}", {"f_ip": _text(name, raw)}
+    text = _text(name, raw)
+    try:
+        text = canonical_ip(text) or text  # ::ffff:192.0.2.7 finds 192.0.2.7, as the event log stores it
+    except ValueError:
+        pass  # not an address: it matches nothing
+    return "ip = {f_ip:String}", {"f_ip": text}
 
 
 @_reads("status")

@@ -49,9 +49,11 @@ _future_limit: list[datetime] = [OLDEST]
 
 @lru_cache(maxsize=1 << 14)  # a contact's events repeat its address
 def _canonical_ip(v: str) -> str:
-    """What `str(ip_address(v))` gives. A plain IPv6 address goes through the C library (1.1 µs instead of
-    8.5: py-spy had put ipaddress at 8% of the worker's event loop); forms where the two may differ (a zone,
-    an embedded IPv4) go through ipaddress. tests/test_schemas.py holds the two equal on random input."""
+    """What `str(ip_address(v))` gives, except that an IPv4-mapped IPv6 address (::ffff:192.0.2.7, as
+    dual-stack servers report IPv4 clients) is the IPv4 address it maps: one client, one address, found by
+    either form. A plain IPv6 address goes through the C library (1.1 µs instead of 8.5: py-spy had put
+    ipaddress at 8% of the worker's event loop); forms where the two may differ (a zone, an embedded IPv4)
+    go through ipaddress. tests/test_schemas.py holds the two equal on random input."""
     if "." not in v and "%" not in v:
         try:
             text = inet_ntop(AF_INET6, inet_pton(AF_INET6, v))
@@ -61,9 +63,10 @@ def _canonical_ip(v: str) -> str:
             if "." not in text:  # the C library writes IPv4-mapped and -compatible addresses dotted
                 return text
     try:
-        return str(ip_address(v))
+        address = ip_address(v)
     except ValueError:
         raise ValueError(f"not an IP address: {v[:64]!r}") from None
+    return str(getattr(address, "ipv4_mapped", None) or address)
 
 
 @lru_cache(maxsize=1 << 16)  # a contact's events repeat its address: the regex runs once per address
@@ -113,7 +116,8 @@ def _utc_ms(v: datetime) -> datetime:
     return v
 
 
-def _ip(v: str | None) -> str | None:
+def canonical_ip(v: str | None) -> str | None:
+    """The form an IP address is stored in (the event log's `ip`; also what a page's `ip` filter compares)."""
     if v is None or v == "":
         return None
     if _IPV4.match(v):  # canonical dotted quad: what ip_address() would return, at a fraction of the cost
@@ -121,19 +125,26 @@ def _ip(v: str | None) -> str | None:
     return _canonical_ip(v)
 
 
-def _properties_size(v: dict[str, Any]) -> dict[str, Any]:
+def _too_big(size: int) -> ValueError:
+    return ValueError(f"{size / 1024:.1f} KB as compact UTF-8 JSON, more than the {MAX_PROPERTIES_BYTES // 1024} KB "
+                      "allowed (keep large data elsewhere and send a reference to it)")
+
+
+def _properties_size(v: dict[str, Any] | None) -> dict[str, Any]:
+    if v is None:  # null is absent, as for the other optional fields
+        return {}
     try:
         size = len(orjson.dumps(v)) if v else 0
     except orjson.JSONEncodeError as exc:  # e.g. an integer beyond 64 bits
         raise ValueError(f"properties cannot be stored: {exc}") from None
     if size > MAX_PROPERTIES_BYTES:
-        raise ValueError(f"properties exceed {MAX_PROPERTIES_BYTES // 1024} KB")
+        raise _too_big(size)
     return v
 
 
 def _eventdata_size(v: dict[str, Any] | None) -> dict[str, Any] | None:
-    if v and len(orjson.dumps(v)) > MAX_PROPERTIES_BYTES:
-        raise ValueError(f"eventdata exceeds {MAX_PROPERTIES_BYTES // 1024} KB")
+    if v and (size := len(orjson.dumps(v))) > MAX_PROPERTIES_BYTES:
+        raise _too_big(size)
     return v or None
 
 
@@ -161,11 +172,11 @@ class Envelope(TypedDict):
     contact_id: Annotated[Union[UInt64, None], AfterValidator(lambda v: v or None),  # webhooks send 0
                           Field(default=None)]
     email: Annotated[Union[str, None], AfterValidator(normalize_email), Field(default=None)]
-    ip: Annotated[Union[str, None], AfterValidator(_ip), Field(default=None)]
+    ip: Annotated[Union[str, None], AfterValidator(canonical_ip), Field(default=None)]
     message_id: Annotated[Union[str, None], Field(max_length=256, default=None)]
     template_id: Annotated[Union[UInt64, None], Field(default=None)]
     campaign_id: Annotated[Union[UInt64, None], Field(default=None)]
-    properties: Annotated[dict[str, Any], AfterValidator(_properties_size), Field(default_factory=dict)]
+    properties: Annotated[Union[dict[str, Any], None], AfterValidator(_properties_size), Field(default_factory=dict)]
 
 
 # --- tracker -----------------------------------------------------------------------------------

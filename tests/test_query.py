@@ -157,6 +157,7 @@ def _event_cases():
         ("event_name", "order_created", where(lambda c: c["event_name"] == "order_created")),
         ("name", "newsletter", where(lambda c: "newsletter" in c["source_name"].lower())),
         ("ip", "203.0.113.7", where(lambda c: c["ip"] == "203.0.113.7")),
+        ("ip", "::ffff:203.0.113.7", where(lambda c: c["ip"] == "203.0.113.7")),  # the form dual-stack logs show
         ("ip", "internal", where(lambda c: c["ip"] == "" and c["event_type"] not in IP_UNKNOWN_TYPES)),
         ("message_id", "<r1@relay.example>", where(lambda c: c["message_id"] == "<r1@relay.example>")),
         ("template_id", "12", where(lambda c: c["template_id"] == 12)),

@@ -254,13 +254,15 @@ def _ipv6_texts(draw) -> str:
 @settings(max_examples=3000, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(_ipv6_texts() | st.text(alphabet="0123456789abcdefABCDEF:.%", max_size=45))
 def test_ip_canonical_form_is_what_ipaddress_gives(text):
-    """The fast path for IPv6 (the C library) accepts and writes exactly what Python's ipaddress does."""
+    """The fast path for IPv6 (the C library) accepts and writes exactly what Python's ipaddress does (an
+    IPv4-mapped address as the IPv4 address it maps)."""
     from ipaddress import ip_address
 
     from schemas.events import _canonical_ip
 
     try:
-        expected = str(ip_address(text))
+        address = ip_address(text)
+        expected = str(getattr(address, "ipv4_mapped", None) or address)
     except ValueError:
         expected = None
     try:
@@ -268,6 +270,22 @@ def test_ip_canonical_form_is_what_ipaddress_gives(text):
     except ValueError:
         got = None
     assert got == expected, text
+
+
+def test_null_properties_are_absent_ones_and_rejections_say_what_to_send():
+    assert valid(example("page", properties=None))["properties"] == {}
+    _, reason = one(orjson.dumps(example("templates_opened", subject="s", tags=["t"], ts=1)))
+    assert reason == "subject, tags, ts: not fields of a 'templates_opened' event (custom data goes in 'properties')"
+    _, reason = one(orjson.dumps(example("page", occurred_at=1764237600000000)))  # microseconds
+    assert "Unix time in seconds or milliseconds" in reason and "1764237600000000" in reason
+    _, reason = one(orjson.dumps(example("page", properties={"a": "é" * 30000})))
+    assert reason.startswith("properties: 58.6 KB as compact UTF-8 JSON, more than the 50 KB allowed"), reason
+
+
+def test_an_ipv4_mapped_address_is_the_ipv4_address_it_maps():
+    for form in ("::ffff:192.0.2.7", "::FFFF:c000:207", "0:0:0:0:0:ffff:192.0.2.7"):
+        assert valid(example("page", ip=form))["ip"] == "192.0.2.7", form
+    assert valid(example("page", ip="::192.0.2.7"))["ip"] == "::c000:207"  # IPv4-compatible: not a mapping
 
 
 def test_boundaries_that_are_still_valid():

@@ -215,7 +215,7 @@ def test_invalid_samples_are_all_rejected():
     assert len(reasons) == len(samples)
     joined = " | ".join(reasons)
     for expected in ("not valid JSON", "not a JSON object", "unknown event type", "names no contact",
-                     "not a valid email", "exceed 50 KB", "in the future", "empty message"):
+                     "not a valid email", "more than the 50 KB allowed", "in the future", "empty message"):
         assert expected in joined, expected
 
 
