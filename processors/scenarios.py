@@ -70,7 +70,9 @@ def new_state() -> dict[str, Any]:
     return {"applied": [0, ""], "email": "", "contact_id": 0, "enr": {}, "sends": {}}
 
 
-def _params(ev: Envelope) -> tuple[str, dict]:
+def _params(ev: Envelope, sent_name: str = "") -> tuple[str, dict]:
+    """The message code and its parameters. `sent_name`: the name the sending step gave the email, for an
+    open or a click whose webhook names it only by id ("Opened the email Relance J+1", not "… 12")."""
     t = ev["type"]
     if t == "automation_step_reached":
         return t, {"step": ev.get("step_name") or ev["step_id"]}
@@ -95,16 +97,17 @@ def _params(ev: Envelope) -> tuple[str, dict]:
     if t in ("page", "track_link"):
         return t, {"url": ev["url"]}
     if t.startswith("templates_") and not ev.get("template_id"):  # an email sent without a template
-        return t, {"name": ev.get("template_name") or ev.get("message_id") or ""}
+        return t, {"name": ev.get("template_name") or sent_name or ev.get("message_id") or ""}
     for name, ident in (("form_name", "form_id"), ("list_name", "list_id"), ("campaign_name", "campaign_id"),
                         ("template_name", "template_id")):
         if ident in ev and ev.get(ident) is not None:
-            return t, {"name": ev.get(name) or str(ev[ident])}
+            return t, {"name": ev.get(name) or sent_name or str(ev[ident])}
     return t, {}
 
 
-def _scenario_row(ev: Envelope, src: Source, scenario_id: str, enr: dict, step_id: str, attribution: str) -> list:
-    code, params = _params(ev)
+def _scenario_row(ev: Envelope, src: Source, scenario_id: str, enr: dict, step_id: str, attribution: str,
+                  sent_name: str = "") -> list:
+    code, params = _params(ev, sent_name)
     entry_points = enr.get("entry_points", 1)
     return [
         ev["account_id"], scenario_id, enr.get("name", ""), ev["occurred_at"], ev["contact_id"] or 0, ev["email"] or "",
@@ -123,11 +126,17 @@ def _enrollment_row(state: dict, account_id: str, key: str, scenario_id: str, en
     ]
 
 
+def _message_key(message_id: str) -> str:
+    """A Message-ID as the engine and the webhooks may each write it: with or without its angle brackets."""
+    return "m:" + message_id.strip().strip("<>")
+
+
 def _remember_send(state: dict, ev: Envelope, scenario_id: str, t: int) -> None:
-    sends = state["sends"]
-    for prefix, value in (("m:", ev["message_id"]), ("t:", ev["template_id"]), ("c:", ev["campaign_id"])):
+    sends, name = state["sends"], ev.get("template_name") or ""
+    for key, value in ((_message_key(ev["message_id"] or ""), ev["message_id"]), ("t:" + str(ev["template_id"]),
+                       ev["template_id"]), ("c:" + str(ev["campaign_id"]), ev["campaign_id"])):
         if value:
-            sends[prefix + str(value)] = [scenario_id, ev["step_id"], t]
+            sends[key] = [scenario_id, ev["step_id"], t, name]
     while len(sends) > MAX_SENDS:
         sends.pop(next(iter(sends)))
 
@@ -224,11 +233,15 @@ def apply_event(state: dict, ev: Envelope, src: Source, out: Derived, t: int | N
         out.late += 1
         hit = _sent_by_step(state, ev, t)
         if hit:
-            out.scenario_rows.append(_scenario_row(ev, src, hit[0], state["enr"][hit[0]], hit[1], "message"))
+            out.scenario_rows.append(_scenario_row(ev, src, hit[0], state["enr"][hit[0]], hit[1], "message",
+                                                   _sent_name(state, ev)))
         return False
     # Tracker and email events read the state and never change it (no table write for them).
-    for sid, step, how in _attribute(state, ev):
-        out.scenario_rows.append(_scenario_row(ev, src, sid, state["enr"][sid], step, how))
+    rows = _attribute(state, ev)
+    if rows:
+        name = _sent_name(state, ev) if ev["message_id"] or ev["template_id"] or ev["campaign_id"] else ""
+        for sid, step, how in rows:
+            out.scenario_rows.append(_scenario_row(ev, src, sid, state["enr"][sid], step, how, name))
     return False
 
 
@@ -257,10 +270,21 @@ def _apply_late(ev: Envelope, enr: dict, t: int) -> bool:
 def _sent_by_step(state: dict, ev: Envelope, t: int) -> list | None:
     """Rule 1 alone: the scenario and step whose send (before `t`) carried this email's message id."""
     message_id = ev["message_id"]
-    hit = state["sends"].get("m:" + message_id) if message_id else None
+    hit = state["sends"].get(_message_key(message_id)) if message_id else None
     if hit and hit[0] in state["enr"] and (len(hit) < 3 or hit[2] <= t):
         return hit
     return None
+
+
+def _sent_name(state: dict, ev: Envelope) -> str:
+    """The name a step gave the email this event is about (by message id, else template or campaign), if any."""
+    sends = state["sends"]
+    for key, value in ((ev["message_id"] and _message_key(ev["message_id"]), ev["message_id"]),
+                       ("t:" + str(ev["template_id"]), ev["template_id"]),
+                       ("c:" + str(ev["campaign_id"]), ev["campaign_id"])):
+        if value and (hit := sends.get(key)) and len(hit) > 3 and hit[3]:
+            return hit[3]
+    return ""
 
 
 def _attribute(state: dict, ev: Envelope) -> list[tuple[str, str, str]]:
@@ -269,7 +293,7 @@ def _attribute(state: dict, ev: Envelope) -> list[tuple[str, str, str]]:
         return []
     sends = state["sends"]
     message_id = ev["message_id"]
-    if message_id and (hit := sends.get("m:" + message_id)) and hit[0] in enr:
+    if message_id and (hit := sends.get(_message_key(message_id))) and hit[0] in enr:
         # The step the contact is at (the scenario log's step_id: where the contact was when it happened);
         # once it has left the scenario, the step that sent the email.
         now = enr[hit[0]]

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import orjson
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -309,3 +311,17 @@ def test_an_open_is_logged_at_the_step_the_contact_is_at_then_the_sending_step_o
     rows = {r[13]: (r[6], r[12]) for r in out.scenario_rows}
     assert rows["open-waiting"] == ("s3", "message") and rows["click-by-template"] == ("s3", "message")
     assert rows["click-after-exit"] == ("s2", "message")
+
+
+def test_an_open_is_named_as_the_step_named_its_email_and_found_with_or_without_brackets():
+    state, out = _one_contact(
+        _ev("automation_started", 0, "start"),
+        _ev("automation_action", 2, "send", step_id="s2", message_id="<m1@relay.example>", template_id=81,
+            template_name="Relance J+1"),
+        _ev("templates_opened", 5, "open", message_id="m1@relay.example", template_id=81, template_name=None),
+        _ev("templates_clicked", 6, "click", message_id="<m1@relay.example>", template_id=81,
+            template_name="Named by the webhook"))
+    rows = {r[13]: (r[12], orjson.loads(r[11] or "{}")) for r in out.scenario_rows}
+    assert rows["send"] == ("automation", {"name": "Relance J+1"})
+    assert rows["open"] == ("message", {"name": "Relance J+1"})  # not "12", not the message id
+    assert rows["click"] == ("message", {"name": "Named by the webhook"})
