@@ -53,6 +53,7 @@ async def list_letters(settings: Settings, since: datetime | None = None, event_
     await ensure_topics(settings)
     letters = [parse_dead_letter(r.headers, r.key, r.value, r.partition, r.offset, r.timestamp)
                async for r in _read_all(settings, topics(settings).dead_letters, since)]
+    letters.sort(key=lambda dl: (dl.timestamp_ms, dl.dlq_partition, dl.dlq_offset))  # fetched partition by partition
     if unique:
         first: dict[tuple, DeadLetter] = {}
         for dl in letters:
