@@ -645,8 +645,10 @@ def _follow_worker_replay(settings, following_only: bool = False) -> dict | None
     except (OSError, ValueError, RuntimeError) as exc:  # the worker stopped (or was killed) while we followed it
         bar.close()
         _fail(f"lost the worker while following its replay ({type(exc).__name__}: {exc}). The live tables are "
-              "swapped only at the very end, after the verification: if the worker stopped before that they are as "
-              "they were. Restart it and run `autologs replay --status`, or `autologs replay --resume`.")
+              "swapped after the verification: if the worker stopped before that they are as they were, and "
+              "`autologs replay --resume` goes on with the replay. If it stopped after the swap, the restarted "
+              "worker finishes the replay by itself (its catch-up and last window): follow it with "
+              "`autologs replay --status`.")
     finally:
         bar.close()
     if status.get("error"):

@@ -142,7 +142,7 @@ class Pipeline:
         self._writes: set[asyncio.Future] = set()  # inserts in flight (kept referenced)
         self._finished: asyncio.Future | None = None  # the last started batch's: batches finish in order
         # The last offset of each events partition that a batch started with: a replay beside this pipeline
-        # asks which of its held events this one has read (see `will_derive`).
+        # asks which of its held events this one has read (see `leaves_to_itself`).
         self.read_to: dict[int, int] = {}
 
     async def handle(self, messages: list[RawMessage], tokens: list[Any] | None = None) -> list[Any]:
@@ -188,18 +188,29 @@ class Pipeline:
         await finish
         return left
 
-    async def will_derive(self) -> Callable[[Held], bool]:
-        """Which held events of a replay beside this pipeline it will derive itself: those it holds, and
-        those of a partition it has not read that far yet. Others it derived already (perhaps into tables
-        the replay has since swapped out), so the replay derives those. A partition it has read nothing of
-        since it started counts as derived: deriving an event twice can add a row, leaving it can lose one."""
-        async with self.lock:
-            held = {h.source for _, h in self.held.items()}
-            read_to = dict(self.read_to)
+    def leaves_to_itself(self) -> Callable[[Held], bool]:
+        """Which held events of a replay beside this pipeline it will derive itself: those it holds, and those
+        of a partition it has not read that far yet. Others it derived already (perhaps into tables the
+        replay has since swapped out), so the replay derives those. A partition it has read nothing of since
+        it started counts as derived: deriving an event twice can add a row, leaving it can lose one.
+        Call it holding `self.lock`, so that nothing is released meanwhile."""
+        held = {h.source for _, h in self.held.items()}
+        read_to = dict(self.read_to)
 
         def leave(h: Held) -> bool:
             return h.source in held or h.source.offset > read_to.get(h.source.partition, h.source.offset)
         return leave
+
+    async def derive_all_but(self, leave: Callable[[Held], bool]) -> int:
+        """Derive now, whatever the watermark, the held events `leave` does not pick; keep the others held.
+        Returns how many were derived."""
+        async with self.lock:
+            released = self.held.take(lambda h: not leave(h))
+            if not released:
+                return 0
+            finish = self._derive_and_write(None, [], released, [])
+        await finish
+        return len(released)
 
     def forget_partitions(self, partitions: set[int]) -> int:
         """On revocation: what is held of them is unacknowledged, and their new owner reads it again."""

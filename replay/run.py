@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import re
 import time
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from functools import partial
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import Callable
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -45,6 +46,18 @@ COPIES = {"event_log_by_time": "event_log", "scenario_log_by_contact": "scenario
 SHADOW = "__replay"
 PREVIOUS = "__previous"
 CHECKPOINT_EVERY_S = 10.0
+
+
+def checkpoint_path(settings: Settings) -> Path:
+    return settings.data_dir.resolve() / "replay" / "checkpoint.json"
+
+
+def interrupted_after_swap(settings: Settings) -> bool:
+    """A replay stopped between its swap and its end: the swapped-in tables still wait for its catch-up."""
+    try:
+        return bool(orjson.loads(checkpoint_path(settings).read_bytes()).get("swapped"))
+    except (OSError, ValueError):
+        return False
 
 
 @dataclass
@@ -94,7 +107,7 @@ async def _no_dead_letters(invalid) -> None:
 class Replay:
     def __init__(self, settings: Settings, ch: ClickHouse, plan: ReplayPlan, in_place: bool = False,
                  progress: Callable[[ReplayProgress], None] | None = None, checkpoint: Path | None = None,
-                 live: Callable[[], Awaitable[Callable[[Held], bool]]] | None = None):
+                 live: Pipeline | None = None):
         if not in_place and not plan.full:
             raise ReplayRefused("a replay into shadow tables rebuilds everything, so it reads the topics from "
                                 "their beginning: drop --from, or add --in-place to re-read a range in place")
@@ -108,8 +121,8 @@ class Replay:
         self.plan = plan
         self.in_place = in_place
         self.on_progress = progress
-        self.live = live  # the worker's pipeline, when the replay runs beside it (Pipeline.will_derive)
-        self.checkpoint = checkpoint or (settings.data_dir.resolve() / "replay" / "checkpoint.json")
+        self.live = live  # the worker's pipeline, when the replay runs inside the worker
+        self.checkpoint = checkpoint or checkpoint_path(settings)
         self.names = topics(settings)
         self.progress = ReplayProgress(plan.total)
         # Only the watermark and the end of the replay release held events: no wall-clock idling.
@@ -144,24 +157,22 @@ class Replay:
             self._set_phase("replaying")
             await self._read(self.plan.ranges)
             await self._write_manifest()
+        # The last lateness window, which the watermark has not released. Forced out at once it would be derived
+        # out of its order with what arrives later (a tracker event copied into an enrollment whose exit is still
+        # on its way), and a live worker deriving the same events in order would not overwrite those rows. So
+        # the replay derives the part the live worker derived already, and leaves it the rest; without a live
+        # worker it derives all of it after the catch-up.
         if not self.in_place and not self._swapped:
+            if self.live is not None:  # into the shadow tables, before their copies are filled
+                await self.pipeline.derive_all_but(await self._leaves_to_live())
             self._set_phase("verifying")
             days = await self.ch.run(self._verify)
             self._set_phase("swapping")
             await self.ch.run(self._fill_copies)
-            await self.ch.run(self._swap)
-            main_pass, held = self.pipeline.stats, self.pipeline.held
-            self._after_swap()
-            self.pipeline.stats = main_pass  # one report for both passes
-            self.pipeline.held = held  # the last lateness window, derived after the catch-up
-            self._save_checkpoint()  # a crash from here on resumes with the catch-up, not the swap
+            await self._swap_beside_live()
         if self._swapped:  # events that arrived meanwhile, read in place into the swapped tables
             caught_up = await self._catch_up()
-        # The tail the watermark has not released. Forced out all at once it would be derived out of its
-        # order with what arrives later (a tracker event copied into an enrollment whose exit is still on its
-        # way), and a live worker deriving the same events in order would not overwrite those rows. So what
-        # the live worker will derive itself is left to it.
-        left = await self.pipeline.drain(await self.live() if self.live else None)
+        left = await self.pipeline.drain(await self._leaves_to_live() if self.live is not None else None)
         self.checkpoint.unlink(missing_ok=True)
         self._set_phase("done")
         stats = self.pipeline.stats
@@ -169,6 +180,25 @@ class Replay:
         return ReplayReport(self.progress.read, self.progress.read - stats.dead_letters - stats.removals_ignored,
                             stats.dead_letters, stats.scenario_rows, stats.enrollment_changes, days,
                             time.monotonic() - started, self._swapped, caught_up, self.pipeline.derive, left)
+
+    async def _leaves_to_live(self) -> Callable[[Held], bool]:
+        async with self.live.lock:
+            return self.live.leaves_to_itself()
+
+    async def _swap_beside_live(self) -> None:
+        """Swap while the live worker derives nothing (its batches' lock is held): what it derived since the
+        replay's last look went to the tables swapped out, so the replay derives that into the swapped-in ones
+        before the worker goes on. From then on nothing of the window is only in the replay's memory but what
+        the worker holds or has not read yet, which a crashed worker reads again."""
+        async with (self.live.lock if self.live is not None else contextlib.nullcontext()):
+            await self.ch.run(self._swap)
+            main_pass, held = self.pipeline.stats, self.pipeline.held
+            self._after_swap()
+            self.pipeline.stats = main_pass  # one report for both passes
+            self.pipeline.held = held
+            if self.live is not None:
+                await self.pipeline.derive_all_but(self.live.leaves_to_itself())
+            self._save_checkpoint()  # a crash from here on resumes with the catch-up, not the swap
 
     def _after_swap(self) -> None:
         """From the swap on, the replay writes in place, and keeps no manifest."""

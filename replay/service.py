@@ -4,12 +4,12 @@ from __future__ import annotations
 import asyncio
 from dataclasses import asdict
 from datetime import datetime
-from typing import Awaitable, Callable, Mapping
+from typing import Callable, Mapping
 
 from autologs import gcpolicy
 from autologs.clickhouse import ClickHouse
 from autologs.config import Settings
-from processors.pipeline import Held
+from processors.pipeline import Pipeline
 from replay.plan import ReplayRefused, plan_replay
 from replay.run import Replay, ReplayProgress, ReplayReport
 from streams.topics import topics
@@ -29,7 +29,7 @@ def source_topics(settings: Settings, chosen: list[str] | None) -> list[str]:
 async def replay(settings: Settings, ch: ClickHouse, t_from: datetime | None, t_to: datetime | None,
                  chosen: list[str] | None = None, in_place: bool = False, resume: bool = False,
                  progress: Callable[[ReplayProgress], None] | None = None,
-                 live: Callable[[], Awaitable[Callable[[Held], bool]]] | None = None) -> tuple[Replay, ReplayReport]:
+                 live: Pipeline | None = None) -> tuple[Replay, ReplayReport]:
     gcpolicy.install(settings.gc_interval_s)  # a replay holds as many objects as a worker (no-op inside it)
     plan = await plan_replay(settings.kafka_bootstrap, source_topics(settings, chosen), t_from, t_to)
     run = Replay(settings, ch, plan, in_place=in_place, progress=progress, live=live)
@@ -58,7 +58,7 @@ class WorkerReplay:
 
     def start(self, settings: Settings, ch: ClickHouse, live_states: Mapping[bytes, bytes],
               t_from: datetime | None, t_to: datetime | None, chosen: list[str] | None, in_place: bool,
-              resume: bool, live: Callable[[], Awaitable[Callable[[Held], bool]]] | None = None) -> None:
+              resume: bool, live: Pipeline | None = None) -> None:
         if self.task and not self.task.done():
             raise ReplayRefused("a replay is already running in this worker; follow it with `autologs replay "
                                 "--status`")

@@ -119,7 +119,7 @@ class AdminReplay(View):
         _replay = _replay or WorkerReplay()
         try:
             _replay.start(settings, replayer(), enrollments, t_from, t_to, body.get("topics"),
-                          bool(body.get("in_place")), bool(body.get("resume")), live=pipeline().will_derive)
+                          bool(body.get("in_place")), bool(body.get("resume")), live=pipeline())
         except ReplayRefused as exc:
             return self.json({"error": str(exc)}, status=409)
         return self.json({"started": True}, status=202)
@@ -149,6 +149,23 @@ async def _json_object(request: Request) -> dict | None:
     except ValueError:
         return None
     return body if isinstance(body, dict) else None
+
+
+@app.task
+async def finish_a_replay_interrupted_after_its_swap() -> None:
+    """The tables were swapped, so the catch-up and the last window are owed to them: go on by ourselves."""
+    from processors.agents import pipeline
+    from replay.run import interrupted_after_swap
+    from replay.service import WorkerReplay
+    from streams.tables import enrollments
+
+    global _replay
+    if not interrupted_after_swap(settings):
+        return
+    app.log.warning("a replay was interrupted after its swap: finishing it (its catch-up and last window); "
+                    "follow it with `autologs replay --status`")
+    _replay = _replay or WorkerReplay()
+    _replay.start(settings, replayer(), enrollments, None, None, None, in_place=False, resume=True, live=pipeline())
 
 
 def mount_api() -> None:

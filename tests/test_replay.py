@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from datetime import timedelta
 
@@ -127,6 +128,51 @@ def test_replay_beside_live_ingestion_loses_and_duplicates_nothing(worker_with_d
     assert json.loads(res.stdout) == {"dup": 0}
     # Live rows and caught-up rows reached the swapped copy through its materialized view.
     assert copy_differences(worker) == 0
+
+
+def test_a_worker_restarted_after_a_replay_swapped_finishes_that_replay(worker_with_data, settings, tmp_path,
+                                                                       monkeypatch):
+    """A replay stopped between its swap and its end owes the swapped-in tables its catch-up and last window;
+    the restarted worker finishes it by itself (no `--resume` to remember)."""
+    from autologs import migrate
+    from autologs.clickhouse import ClickHouse
+    from replay.plan import plan_replay
+    from replay.run import Replay
+
+    worker, names, _ = worker_with_data
+    live = snapshot(worker)
+    # The checkpoint a crash after the swap leaves: the same replay of the worker's topics, run here into a
+    # scratch database, stopped as its catch-up begins.
+    db = ClickHouse(settings.model_copy(update={"topic_prefix": names.prefix}),
+                    database=f"scratch_{names.prefix.replace('-', '_')}")
+    db.command("DROP DATABASE IF EXISTS {db}")
+    migrate.migrate(db)
+
+    class Crash(Exception):
+        pass
+
+    async def crash(self):
+        raise Crash()
+
+    monkeypatch.setattr(Replay, "_catch_up", crash)
+    s = db.settings.model_copy(update={"data_dir": tmp_path})
+    plan = asyncio.run(plan_replay(s.kafka_bootstrap, names.sources(), None, None))
+    with pytest.raises(Crash):
+        asyncio.run(Replay(s, db, plan).run())
+    db.command("DROP DATABASE IF EXISTS {db}")
+    worker.stop()
+    checkpoint = worker.data_dir / "replay" / "checkpoint.json"
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint.write_bytes((tmp_path / "replay" / "checkpoint.json").read_bytes())
+    worker.start()
+    deadline = time.monotonic() + 120
+    while (status := run_cli(worker.env, "replay", "--status")).returncode != 0 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert status.returncode == 0, status.stderr
+    report = json.loads(status.stdout)
+    assert report["swapped"] and report["scenario_rows"] > 0 and report["states"]["different"] == 0, report
+    assert not checkpoint.exists() and "interrupted after its swap" in worker.log_tail()
+    assert snapshot(worker) == live
 
 
 def test_replay_refuses_an_empty_range(worker_with_data):

@@ -226,7 +226,8 @@ async def _records(settings, topic: str) -> list[RawMessage]:
 async def test_a_replay_leaves_what_the_live_worker_holds_to_it(settings, scratch, monkeypatch, tmp_path):
     """A tracker event must not be copied into an enrollment whose exit, earlier in event time, arrives after
     it: during the replay (Carol: the replay's tail waits for its catch-up), or after it (Erin: the live
-    worker holds her events and derives them in order, so the replay leaves them to it)."""
+    worker holds her events and derives them in order, so the replay leaves them to it). What the worker
+    released into the old tables just before the swap (Fred) is in the new ones from the swap on."""
     names, db = scratch
     await ensure_topics(settings, names.all())
     s = db.settings.model_copy(update={"data_dir": tmp_path, "scenario_idle_release_s": 1e9})
@@ -242,6 +243,7 @@ async def test_a_replay_leaves_what_the_live_worker_holds_to_it(settings, scratc
                                       ev("automation_exited", 20, "carol"))
     started_e, tracked_e, exited_e = (ev("automation_started", 100, "erin"), ev("track", 10, "erin"),
                                       ev("automation_exited", 20, "erin"))
+    started_f, tracked_f = ev("automation_started", 100, "fred"), ev("track", 10, "fred")
 
     async def nothing(invalid):
         raise AssertionError(invalid)
@@ -258,16 +260,23 @@ async def test_a_replay_leaves_what_the_live_worker_holds_to_it(settings, scratc
 
     await arrive(started_d, tracked_d)
     await live.drain()  # the live worker released Dan's events long ago
-    await arrive(started_c, tracked_c, started_e, tracked_e)  # held: within the lateness
-    catch_up = Replay._catch_up
+    await arrive(started_c, tracked_c, started_e, tracked_e, started_f, tracked_f)  # held: within the lateness
+    catch_up, swap = Replay._catch_up, Replay._swap_beside_live
+
+    async def fred_released_by_the_worker_just_before_the_swap(self):
+        await live.derive_all_but(lambda h: h.event["email"] != "fred@example.com")  # into the old tables
+        await swap(self)
 
     async def carol_exits_during_the_replay(self):
+        # Fred's rows are in the swapped-in tables already: a crash from here on would not lose them.
+        assert db.rows("SELECT count() FROM {db}.scenario_log FINAL WHERE email = 'fred@example.com'") == [(2,)]
         await arrive(exited_c)
         return await catch_up(self)
 
+    monkeypatch.setattr(Replay, "_swap_beside_live", fred_released_by_the_worker_just_before_the_swap)
     monkeypatch.setattr(Replay, "_catch_up", carol_exits_during_the_replay)
     plan = await plan_replay(s.kafka_bootstrap, names.sources(), None, None)
-    report = await Replay(s, db, plan, live=live.will_derive).run()
+    report = await Replay(s, db, plan, live=live).run()
     assert report.swapped and report.caught_up == 1 and report.left_to_worker == 5, report
     await arrive(exited_e)
     await live.drain()  # the live worker goes on: Carol's and Erin's events in their order
@@ -277,8 +286,9 @@ async def test_a_replay_leaves_what_the_live_worker_holds_to_it(settings, scratc
                     ("carol@example.com", "exited", "automation_exited"),
                     ("dan@example.com", "started", "automation_started"), ("dan@example.com", "", "track"),
                     ("erin@example.com", "started", "automation_started"),
-                    ("erin@example.com", "exited", "automation_exited")], rows
+                    ("erin@example.com", "exited", "automation_exited"),
+                    ("fred@example.com", "started", "automation_started"), ("fred@example.com", "", "track")], rows
     # What the replay derived (Dan's, which the live worker wrote into the tables swapped out) is back.
     state = db.rows("SELECT email, status FROM {db}.enrollment_state FINAL ORDER BY email")
     assert state == [("carol@example.com", "exited"), ("dan@example.com", "active"),
-                     ("erin@example.com", "exited")], state
+                     ("erin@example.com", "exited"), ("fred@example.com", "active")], state
