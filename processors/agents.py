@@ -169,21 +169,55 @@ async def watch_kafka():
         _kafka_unreachable_since = time.monotonic()
 
 
-def caught_up(partition: int) -> bool:
-    """The broker answered a fetch of this events partition within the idle window, and the consumer has
-    everything up to its end. A partition quiet only because fetches stall (a broker outage) is not: what it
-    holds would be derived before the events that follow it, which may come earlier in event time."""
+ANSWER_GAP_MS = 1000  # no answer to a partition's fetches for this long (they come every ~100 ms): a stall
+_answered_since: dict[int, float] = {}  # per events partition: wall ms of the first answer since the last stall
+
+
+def _assignment():
+    """aiokafka's assignment, in Faust's consumer thread (read only here), or None."""
     try:
-        consumer = app.consumer._thread._ensure_consumer()  # aiokafka's, in Faust's consumer thread
-        tp = TopicPartition(_events_topic, partition)
-        state = consumer._subscription.subscription.assignment.state_value(tp)
-        polled, highwater, position = state.timestamp, state.highwater, state.position
-    except Exception:  # not assigned (anymore) or not started: nothing to wait for
-        return True
-    if polled is None or highwater is None or position is None:
-        return True
-    answered_within_ms = max(settings.scenario_idle_release_s, 1.0) * 1000  # fetches wait up to 100 ms each
-    return time.time() * 1000 - polled <= answered_within_ms and position >= highwater
+        return app.consumer._thread._ensure_consumer()._subscription.subscription.assignment
+    except Exception:  # not started, or between assignments
+        return None
+
+
+def _fetch_state(partition: int):
+    assignment = _assignment()
+    return assignment.state_value(TopicPartition(_events_topic, partition)) if assignment is not None else None
+
+
+def watch_fetch_answers() -> None:
+    """Note, per events partition, since when the broker has answered its fetches without a stall."""
+    assignment = _assignment()
+    try:
+        assigned = [tp.partition for tp in (assignment.tps if assignment is not None else ())
+                    if tp.topic == _events_topic]
+    except RuntimeError:  # changed by the consumer thread meanwhile (a rebalance): next time
+        return
+    for p in set(_answered_since) - set(assigned):
+        del _answered_since[p]
+    now_ms = time.time() * 1000
+    for p in assigned:
+        state = _fetch_state(p)
+        polled = getattr(state, "timestamp", None)
+        if polled is None or now_ms - polled > ANSWER_GAP_MS:
+            _answered_since.pop(p, None)
+        else:
+            _answered_since.setdefault(p, polled)
+
+
+def caught_up(partition: int, quiet_for_s: float) -> bool:
+    """A partition is quiet, not stalled, when the broker answered its fetches after it had been quiet for the
+    idle time (so it saw nothing more then), has answered without a stall for the idle time (producers cut off
+    by an outage get that long to send what they kept), and the consumer has everything up to its end. What it
+    holds would otherwise be derived before the events that follow it, which may come earlier in event time."""
+    state = _fetch_state(partition)
+    if state is None or state.timestamp is None or state.highwater is None or not state.has_valid_position:
+        return True  # not reading it (yet): nothing to wait for
+    now_ms, idle_ms = time.time() * 1000, settings.scenario_idle_release_s * 1000
+    since = _answered_since.get(partition)
+    return (since is not None and now_ms - since >= idle_ms and now_ms - state.timestamp <= quiet_for_s * 1000 - idle_ms
+            and state.position >= state.highwater)
 
 
 @app.timer(interval=0.5)
@@ -192,6 +226,7 @@ async def release_idle_partitions():
     if _inbox is None:
         return
     try:
+        watch_fetch_answers()
         done = await pipeline().release_idle(caught_up)
     except Exception as exc:
         crash_loudly("release_idle_partitions", exc)

@@ -162,7 +162,7 @@ class Pipeline:
         async with self.lock:
             return await self._start(messages, tokens)
 
-    async def release_idle(self, caught_up: Callable[[int], bool] | None = None) -> list[Any]:
+    async def release_idle(self, caught_up: Callable[[int, float], bool] | None = None) -> list[Any]:
         """Called periodically: derive what quiet partitions hold (see ReorderBuffer.release_idle). Returns
         tokens to acknowledge."""
         async with self.lock:

@@ -65,14 +65,14 @@ class ReorderBuffer:
             out.append(heapq.heappop(heap)[3])
         return out
 
-    def release_idle(self, caught_up: Callable[[int], bool] | None = None) -> list[Any]:
+    def release_idle(self, caught_up: Callable[[int, float], bool] | None = None) -> list[Any]:
         """Everything held by partitions quiet for `idle_s`. Busy partitions are left to `release`, called
         as their events arrive: a timer releasing them too would only compete with the batches.
-        `caught_up(partition)` tells a quiet stream from a stalled fetch (a broker outage): only a partition
-        the broker says has nothing more is quiet."""
+        `caught_up(partition, quiet_for_s)` tells a quiet stream from a stalled fetch (a broker outage): only
+        a partition the broker says has nothing more is quiet."""
         now = self._monotonic()
         quiet = [p for p, heap in self._heaps.items() if heap and now - self._last_arrival.get(p, 0.0) >= self.idle_s
-                 and (caught_up is None or caught_up(p))]
+                 and (caught_up is None or caught_up(p, now - self._last_arrival.get(p, 0.0)))]
         return [item for p in quiet for item in self.release(p, force=True)]
 
     def take(self, picked: Callable[[Any], bool]) -> list[Any]:

@@ -361,8 +361,9 @@ def test_the_demo_runs_end_to_end(settings, tmp_root):
 
 
 def test_a_stalled_broker_does_not_release_what_the_worker_holds(settings, tmp_root):
-    """A partition quiet because its fetches stall (the broker paused) is not a quiet stream: the events
-    the worker holds wait for the broker, instead of being derived before what follows them."""
+    """A partition quiet because its fetches stall (the broker paused) is not a quiet stream: the events the
+    worker holds wait for the broker, and then for the producers it cut off, instead of being derived before
+    what follows them (here an exit, earlier in event time than the held page view, sent after the outage)."""
     import signal
     import time
     from datetime import timedelta, timezone
@@ -381,12 +382,18 @@ def test_a_stalled_broker_does_not_release_what_the_worker_holds(settings, tmp_r
     try:
         worker.start()
         now = datetime.now(timezone.utc)
-        events = [example("automation_started", 1, email="stall@example.com", contact_id=77, occurred_at=(now - timedelta(
-                  seconds=5)).isoformat()), example("track", 2, email="stall@example.com", contact_id=77, occurred_at=now.isoformat())]
 
-        asyncio.run(publish(s.model_copy(update={"kafka_bootstrap": address}), f"{s.topic_prefix}.events",
-                            [keyed(e) for e in events]))
+        def at(seconds_ago: float, kind: str, n: int, **more) -> tuple[bytes, bytes]:
+            return keyed(example(kind, n, email="stall@example.com", contact_id=77, **more,
+                                 occurred_at=(now - timedelta(seconds=seconds_ago)).isoformat()))
+
+        def send(*messages) -> None:
+            asyncio.run(publish(s.model_copy(update={"kafka_bootstrap": address}), f"{s.topic_prefix}.events",
+                                list(messages)))
+
+        send(at(60, "automation_started", 1), at(0, "page", 2))
         worker.wait_until(lambda h: h["held"] == 2, timeout=30, what="the events, held")
+        time.sleep(1.5)  # the outage begins within the idle time: the broker's last answer is recent
         os.kill(pid, signal.SIGSTOP)  # fetches now stall: no answer, no new events
         stopped = True
         time.sleep(7)
@@ -394,8 +401,12 @@ def test_a_stalled_broker_does_not_release_what_the_worker_holds(settings, tmp_r
         assert health["held"] == 2 and health["scenario_rows"] == 0, health
         os.kill(pid, signal.SIGCONT)
         stopped = False
-        worker.wait_until(lambda h: h["held"] == 0 and h["scenario_rows"] == 2, timeout=60,
+        send(at(1, "automation_exited", 3))  # kept by its producer during the outage, earlier than the page
+        worker.wait_until(lambda h: h["held"] == 0 and h["scenario_rows"] >= 2, timeout=60,
                           what="the held events, derived")
+        time.sleep(1)
+        health = worker.health()
+        assert health["scenario_rows"] == 2, health  # started and exited; the page came after the exit: no row
     finally:
         if stopped:
             os.kill(pid, signal.SIGCONT)

@@ -110,10 +110,16 @@ def test_a_partition_quiet_because_its_fetches_stall_keeps_what_it_holds():
     buf.add(0, 4000, "a", "a")
     buf.add(1, 4000, "x", "x")
     clock[0] = 6.0
-    stalled = {0}  # the broker has not answered partition 0's fetches lately
-    assert buf.release_idle(lambda p: p not in stalled) == ["x"] and len(buf) == 1
+    stalled, asked = {0}, []  # the broker has not answered partition 0's fetches lately
+
+    def caught_up(p: int, quiet_for_s: float) -> bool:
+        asked.append((p, quiet_for_s))
+        return p not in stalled
+
+    assert buf.release_idle(caught_up) == ["x"] and len(buf) == 1
+    assert sorted(asked) == [(0, 6.0), (1, 6.0)]
     stalled.clear()
-    assert buf.release_idle(lambda p: p not in stalled) == ["a"]
+    assert buf.release_idle(caught_up) == ["a"]
 
 
 def test_watermark_never_runs_ahead_of_the_wall_clock():
