@@ -312,19 +312,23 @@ class Replay:
             self.ch.command(f"DROP TABLE IF EXISTS {{db}}.{table}{SHADOW}")
             self.ch.command(f"CREATE TABLE {{db}}.{table}{SHADOW} AS {{db}}.{table}")
         self.ch.command("DROP TABLE IF EXISTS {db}.replay_manifest")
-        self.ch.command("CREATE TABLE {db}.replay_manifest (day Date, event_id String) ENGINE = MergeTree "
+        # The event log's key (account, email, time, id) as well as the day: a producer that re-sent an id with
+        # another time made two rows, and the rebuilt log has them too.
+        self.ch.command("CREATE TABLE {db}.replay_manifest (day Date, event_id String, account_id String, "
+                        "email String, occurred_at DateTime64(3, 'UTC')) ENGINE = MergeTree "
                         "ORDER BY (day, event_id) COMMENT 'What a replay read: verified against the rebuilt log'")
 
     async def _write_manifest(self) -> None:
         if not self._keep_manifest or not self._manifest:
             self._manifest.clear()
             return
-        # Two columns rather than a [day, event_id] list per event: 1M events 1.8-2.0 s -> 0.7 s (chdb).
+        # Columns rather than a list per event: 1M events 1.8-2.0 s -> 0.7 s (chdb, day and event_id alone).
         logged = self._manifest
-        columns = [[r[4].date() for r in logged], [r[1] for r in logged]]  # occurred_at, event_id (EVENT_LOG_COLUMNS)
+        columns = [[r[4].date() for r in logged], [r[1] for r in logged], [r[0] for r in logged],
+                   [r[6] for r in logged], [r[4] for r in logged]]  # by EVENT_LOG_COLUMNS
         logged.clear()
         await self.ch.run(partial(self.ch.insert, column_oriented=True), "replay_manifest", columns,
-                          ["day", "event_id"])
+                          ["day", "event_id", "account_id", "email", "occurred_at"])
 
     def _retained_from(self) -> date | None:
         """The first day the shadow event log surely keeps under its TTL (it has the live table's), or None.
@@ -343,7 +347,8 @@ class Replay:
         kept = self._retained_from()
         since = f"day >= toDate('{kept.isoformat()}')" if kept else "1"
         read = self.ch.rows("SELECT day, count(), sum(sipHash64(event_id)) FROM "
-                            f"(SELECT DISTINCT day, event_id FROM {{db}}.replay_manifest WHERE {since}) "
+                            f"(SELECT DISTINCT day, account_id, email, occurred_at, event_id FROM "
+                            f"{{db}}.replay_manifest WHERE {since}) "
                             "GROUP BY day ORDER BY day")
         built = self.ch.rows(f"SELECT toDate(occurred_at) AS day, count(), sum(sipHash64(event_id)) "
                              f"FROM {{db}}.event_log{SHADOW} FINAL WHERE {since} GROUP BY day ORDER BY day")

@@ -123,6 +123,21 @@ async def test_a_replay_that_crashed_after_its_swap_resumes_with_the_catch_up(se
     assert tables(db) == straight
 
 
+async def test_an_id_a_producer_re_sent_with_another_time_does_not_fail_a_full_replay(settings, scratch, tmp_path):
+    """The live log keeps both rows (its key has the time), and so does the rebuilt one: verification counts
+    rows by that key, not by event id (it used to refuse every full replay from then on)."""
+    names, db = scratch
+    await _publish_story(settings, names)
+    again = dict(story.phase_one()[0], occurred_at=(story.T0 + timedelta(minutes=30)).isoformat())
+    await publish(settings, names.events, [keyed(again)])
+    s = db.settings.model_copy(update={"data_dir": tmp_path})
+    plan = await plan_replay(s.kafka_bootstrap, names.sources(), None, None)
+    report = await Replay(s, db, plan).run()
+    assert report.swapped and report.days_verified >= 1
+    assert db.rows("SELECT count() FROM {db}.event_log FINAL WHERE event_id = {e:String}",
+                   {"e": again["event_id"]}) == [(2,)]
+
+
 async def test_resume_without_a_checkpoint_is_refused_and_changes_nothing(settings, scratch, tmp_path):
     names, db = scratch
     await _publish_story(settings, names)
