@@ -201,17 +201,6 @@ class Pipeline:
             return h.source in held or h.source.offset > read_to.get(h.source.partition, h.source.offset)
         return leave
 
-    async def derive_all_but(self, leave: Callable[[Held], bool]) -> int:
-        """Derive now, whatever the watermark, the held events `leave` does not pick; keep the others held.
-        Returns how many were derived."""
-        async with self.lock:
-            released = self.held.take(lambda h: not leave(h))
-            if not released:
-                return 0
-            finish = self._derive_and_write(None, [], released, [])
-        await finish
-        return len(released)
-
     def forget_partitions(self, partitions: set[int]) -> int:
         """On revocation: what is held of them is unacknowledged, and their new owner reads it again."""
         for p in partitions:

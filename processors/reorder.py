@@ -75,18 +75,6 @@ class ReorderBuffer:
                  and (caught_up is None or caught_up(p, now - self._last_arrival.get(p, 0.0)))]
         return [item for p in quiet for item in self.release(p, force=True)]
 
-    def take(self, picked: Callable[[Any], bool]) -> list[Any]:
-        """The items `picked` chooses, out of turn, in (event time, event_id) order within each partition."""
-        out = []
-        for heap in self._heaps.values():
-            taken = sorted(e for e in heap if picked(e[3]))
-            if taken:
-                ids = {e[2] for e in taken}
-                heap[:] = [e for e in heap if e[2] not in ids]
-                heapq.heapify(heap)
-                out += [e[3] for e in taken]
-        return out
-
     def take_contact(self, partition: int, belongs: Callable[[Any], bool], up_to_ms: int) -> list[Any]:
         """Items of one contact up to a time, out of turn: a removal is a barrier applied at once."""
         heap = self._heaps.get(partition, [])

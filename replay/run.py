@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import logging
 import re
 import time
@@ -157,22 +156,20 @@ class Replay:
             self._set_phase("replaying")
             await self._read(self.plan.ranges)
             await self._write_manifest()
-        # The last lateness window, which the watermark has not released. Forced out at once it would be derived
-        # out of its order with what arrives later (a tracker event copied into an enrollment whose exit is still
-        # on its way), and a live worker deriving the same events in order would not overwrite those rows. So
-        # the replay derives the part the live worker derived already, and leaves it the rest; without a live
-        # worker it derives all of it after the catch-up.
         if not self.in_place and not self._swapped:
-            if self.live is not None:  # into the shadow tables, before their copies are filled
-                await self.pipeline.derive_all_but(await self._leaves_to_live())
             self._set_phase("verifying")
             days = await self.ch.run(self._verify)
             self._set_phase("swapping")
             await self.ch.run(self._fill_copies)
-            await self._swap_beside_live()
+            await self.ch.run(self._swap)
+            main_pass, held = self.pipeline.stats, self.pipeline.held
+            self._after_swap()
+            self.pipeline.stats = main_pass  # one report for both passes
+            self.pipeline.held = held  # the last lateness window: derived at the end, in order
+            self._save_checkpoint()  # a crash from here on resumes with the catch-up, not the swap
         if self._swapped:  # events that arrived meanwhile, read in place into the swapped tables
             caught_up = await self._catch_up()
-        left = await self.pipeline.drain(await self._leaves_to_live() if self.live is not None else None)
+        left = await self._finish_window()
         self.checkpoint.unlink(missing_ok=True)
         self._set_phase("done")
         stats = self.pipeline.stats
@@ -181,24 +178,27 @@ class Replay:
                             stats.dead_letters, stats.scenario_rows, stats.enrollment_changes, days,
                             time.monotonic() - started, self._swapped, caught_up, self.pipeline.derive, left)
 
-    async def _leaves_to_live(self) -> Callable[[Held], bool]:
+    async def _finish_window(self) -> int:
+        """The last lateness window, which the watermark has not released. Forced out at once it is derived out
+        of its order with what arrives later (a tracker event copied into an enrollment whose exit is still on
+        its way), and a live worker deriving the same events in order would not overwrite those rows. So,
+        holding the live worker's batches' lock (it derives nothing meanwhile), the replay reads what the
+        worker has read beyond it, then derives what the worker released (in order: it now has every event the
+        worker had) and leaves to it what it holds or has not read. Without a live worker, all of it. Returns
+        how many events were left to the worker."""
+        if self.live is None or not self.pipeline.derive:
+            return await self.pipeline.drain()
         async with self.live.lock:
-            return self.live.leaves_to_itself()
-
-    async def _swap_beside_live(self) -> None:
-        """Swap while the live worker derives nothing (its batches' lock is held): what it derived since the
-        replay's last look went to the tables swapped out, so the replay derives that into the swapped-in ones
-        before the worker goes on. From then on nothing of the window is only in the replay's memory but what
-        the worker holds or has not read yet, which a crashed worker reads again."""
-        async with (self.live.lock if self.live is not None else contextlib.nullcontext()):
-            await self.ch.run(self._swap)
-            main_pass, held = self.pipeline.stats, self.pipeline.held
-            self._after_swap()
-            self.pipeline.stats = main_pass  # one report for both passes
-            self.pipeline.held = held
-            if self.live is not None:
-                await self.pipeline.derive_all_but(self.live.leaves_to_itself())
-            self._save_checkpoint()  # a crash from here on resumes with the catch-up, not the swap
+            leave = self.live.leaves_to_itself()
+            gap = {}
+            for partition, last in self.live.read_to.items():
+                tp = TopicPartition(self.names.events, partition)
+                if tp in self._positions and self._positions[tp] <= last:
+                    gap[tp] = (self._positions[tp], last + 1)
+            if gap:
+                self.progress.total += sum(e - s for s, e in gap.values())
+                await self._read(gap)
+            return await self.pipeline.drain(leave)
 
     def _after_swap(self) -> None:
         """From the swap on, the replay writes in place, and keeps no manifest."""

@@ -242,7 +242,7 @@ async def test_a_replay_leaves_what_the_live_worker_holds_to_it(settings, scratc
     """A tracker event must not be copied into an enrollment whose exit, earlier in event time, arrives after
     it: during the replay (Carol: the replay's tail waits for its catch-up), or after it (Erin: the live
     worker holds her events and derives them in order, so the replay leaves them to it). What the worker
-    released into the old tables just before the swap (Fred) is in the new ones from the swap on."""
+    released meanwhile (Fred) the replay derives."""
     names, db = scratch
     await ensure_topics(settings, names.all())
     s = db.settings.model_copy(update={"data_dir": tmp_path, "scenario_idle_release_s": 1e9})
@@ -276,23 +276,21 @@ async def test_a_replay_leaves_what_the_live_worker_holds_to_it(settings, scratc
     await arrive(started_d, tracked_d)
     await live.drain()  # the live worker released Dan's events long ago
     await arrive(started_c, tracked_c, started_e, tracked_e, started_f, tracked_f)  # held: within the lateness
-    catch_up, swap = Replay._catch_up, Replay._swap_beside_live
-
-    async def fred_released_by_the_worker_just_before_the_swap(self):
-        await live.derive_all_but(lambda h: h.event["email"] != "fred@example.com")  # into the old tables
-        await swap(self)
+    catch_up = Replay._catch_up
 
     async def carol_exits_during_the_replay(self):
-        # Fred's rows are in the swapped-in tables already: a crash from here on would not lose them.
-        assert db.rows("SELECT count() FROM {db}.scenario_log FINAL WHERE email = 'fred@example.com'") == [(2,)]
         await arrive(exited_c)
+        async with live.lock:  # the worker releases Fred's events (as a quiet partition would), after the swap
+            fred = next(p for p, h in live.held.items() if h.event["email"] == "fred@example.com")
+            released = live.held.take_contact(fred, lambda h: h.event["email"] == "fred@example.com", 2**62)
+            finish = live._derive_and_write(None, [], released, [])
+        await finish
         return await catch_up(self)
 
-    monkeypatch.setattr(Replay, "_swap_beside_live", fred_released_by_the_worker_just_before_the_swap)
     monkeypatch.setattr(Replay, "_catch_up", carol_exits_during_the_replay)
     plan = await plan_replay(s.kafka_bootstrap, names.sources(), None, None)
     report = await Replay(s, db, plan, live=live).run()
-    assert report.swapped and report.caught_up == 1 and report.left_to_worker == 5, report
+    assert report.swapped and report.caught_up == 1 and report.left_to_worker == 5, report  # not Fred's
     await arrive(exited_e)
     await live.drain()  # the live worker goes on: Carol's and Erin's events in their order
 
@@ -307,3 +305,50 @@ async def test_a_replay_leaves_what_the_live_worker_holds_to_it(settings, scratc
     state = db.rows("SELECT email, status FROM {db}.enrollment_state FINAL ORDER BY email")
     assert state == [("carol@example.com", "exited"), ("dan@example.com", "active"),
                      ("erin@example.com", "exited"), ("fred@example.com", "active")], state
+
+
+async def test_a_replay_derives_what_the_worker_released_in_the_worker_s_order(settings, scratch, monkeypatch,
+                                                                              tmp_path):
+    """An event late by less than the lateness, read by the worker after the replay's end offsets, was applied
+    by the worker in its place; the replay must apply it there too, not after the events it held."""
+    names, db = scratch
+    await ensure_topics(settings, names.all())
+    s = db.settings.model_copy(update={"data_dir": tmp_path, "scenario_idle_release_s": 1e9,
+                                       "scenario_lateness_s": 5})
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+
+    def ev(kind: str, seconds_ago: float, n: int, **more) -> dict:
+        return example(kind, n, occurred_at=(now - timedelta(seconds=seconds_ago)).isoformat(), account="acct-g",
+                       email="gina@example.com", contact_id=9, **more)
+
+    started, step = ev("automation_started", 100, 1), ev("automation_step_reached", 10, 2, step_id="s2")
+    page, later = ev("page", 12, 3), ev("identify", 0, 4)  # the page view comes late, but within 5 s
+
+    async def nothing(invalid):
+        raise AssertionError(invalid)
+
+    live = Pipeline(s, db, nothing, DictStates(), commands_topic=names.commands)
+    read: set[tuple[int, int]] = set()
+
+    async def arrive(*events: dict) -> None:
+        await publish(s, names.events, [keyed(e) for e in events])
+        new = [m for m in await _records(s, names.events) if (m.partition, m.offset) not in read]
+        read.update((m.partition, m.offset) for m in new)
+        await live.handle(new)
+
+    await arrive(started, step)
+    read_topics = Replay._read
+
+    async def the_page_arrives_after_the_main_pass(self, ranges):
+        await read_topics(self, ranges)
+        if not self._swapped:
+            await arrive(page, later)  # the worker applies the page, then the step (its watermark passed both)
+
+    monkeypatch.setattr(Replay, "_read", the_page_arrives_after_the_main_pass)
+    plan = await plan_replay(s.kafka_bootstrap, names.sources(), None, None)
+    report = await Replay(s, db, plan, live=live).run()
+    assert report.swapped and report.left_to_worker == 1, report  # the identify, still held by the worker
+    await live.drain()
+    rows = db.rows("SELECT source_event_id, step_id, attribution FROM {db}.scenario_log FINAL ORDER BY occurred_at")
+    assert rows == [(started["event_id"], "s1", "automation"), (page["event_id"], "s1", "enrollment"),
+                    (step["event_id"], "s2", "automation"), (later["event_id"], "s2", "enrollment")], rows
