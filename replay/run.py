@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from autologs.clickhouse import ClickHouse
 from autologs.config import Settings
-from processors.pipeline import DictStates, Held, Pipeline
+from processors.pipeline import DictStates, Held, Pipeline, PipelineStats
 from processors.validate import RawMessage
 from replay.plan import ReplayPlan, ReplayRefused
 from schemas.events import EVENT_ADAPTER
@@ -391,7 +391,7 @@ class Replay:
         self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
         data = {
             "plan": self.plan.to_json(), "in_place": self.in_place, "read": self.progress.read,
-            "swapped": self._swapped,
+            "swapped": self._swapped, "stats": self.pipeline.stats.__dict__,
             "positions": [[tp.topic, tp.partition, o] for tp, o in self._positions.items()],
             "states": {base64.b64encode(k).decode(): base64.b64encode(v).decode() for k, v in self.states.items()},
             "held": [[p, EVENT_ADAPTER.dump_json(h.event).decode(), list(h.source)] for p, h in self.pipeline.held.items()],
@@ -414,6 +414,7 @@ class Replay:
         self.states.update({base64.b64decode(k): base64.b64decode(v) for k, v in data["states"].items()})
         if data.get("swapped"):
             self._after_swap()
+        self.pipeline.stats = PipelineStats(**data.get("stats", {}))  # one report, however many runs
         for partition, event_json, source in data["held"]:
             ev = EVENT_ADAPTER.validate_json(event_json)
             held = Held(ev, Source(*source), None)

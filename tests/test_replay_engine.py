@@ -102,7 +102,7 @@ async def test_a_replay_that_crashed_after_its_swap_resumes_with_the_catch_up(se
     await _publish_story(settings, names)
     s = db.settings.model_copy(update={"data_dir": tmp_path})
     plan = await plan_replay(s.kafka_bootstrap, names.sources(), None, None)
-    await Replay(s, db, plan).run()
+    whole = await Replay(s, db, plan).run()
     straight = tables(db)
 
     class Crash(Exception):
@@ -119,6 +119,8 @@ async def test_a_replay_that_crashed_after_its_swap_resumes_with_the_catch_up(se
     assert len(swapped_in["scenario_log"]) < len(straight["scenario_log"])  # the held tail is not in them yet
     report = await Replay(s, db, plan).run(resume=True)
     assert report.swapped and report.days_verified == 0 and report.scenario_rows > 0
+    assert (report.messages_read, report.scenario_rows, report.enrollment_changes) == \
+        (whole.messages_read, whole.scenario_rows, whole.enrollment_changes)  # the report counts the whole replay
     assert not (tmp_path / "replay" / "checkpoint.json").exists()
     assert tables(db) == straight
 
