@@ -576,6 +576,8 @@ def replay_command(date_from, date_to, chosen, in_place, resume, status) -> None
                                              bar.update))
         except ReplayRefused as exc:
             _fail(str(exc))
+        except Exception as exc:  # e.g. a data dir never migrated: _fail says what to do
+            _fail(f"the replay failed: {type(exc).__name__}: {exc}")
         finally:
             bar.close()
         from dataclasses import asdict

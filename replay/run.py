@@ -133,6 +133,8 @@ class Replay:
         self._positions: dict[TopicPartition, int] = {tp: s for tp, (s, _) in plan.ranges.items()}
         self._last_checkpoint = time.monotonic()
         self._swapped = False
+        self._days = 0  # days verified
+        self._started = time.monotonic()
 
     def _pipeline(self, settings: Settings, suffix: str) -> Pipeline:
         # A range, or one topic, holds only part of each contact's history: its derivation would start from
@@ -143,14 +145,13 @@ class Replay:
 
     # --- the run ------------------------------------------------------------------------------------
     async def run(self, resume: bool = False) -> ReplayReport:
-        started = time.monotonic()
+        self._started = time.monotonic()
         resumed = resume and self._load_checkpoint()
         if resume and not resumed:  # not a fresh replay in its place: that one would swap the live tables
             raise ReplayRefused(f"--resume: there is no checkpoint at {self.checkpoint} (no replay was interrupted "
                                 "with this data dir). Run `autologs replay` without --resume to start a new one.")
         if not self.in_place and not resumed:
             self._prepare_shadow()
-        days = 0
         caught_up = 0
         if not self._swapped:  # (a replay resumed after its swap goes on with the catch-up)
             self._set_phase("replaying")
@@ -158,7 +159,7 @@ class Replay:
             await self._write_manifest()
         if not self.in_place and not self._swapped:
             self._set_phase("verifying")
-            days = await self.ch.run(self._verify)
+            self._days = await self.ch.run(self._verify)
             self._set_phase("swapping")
             await self.ch.run(self._fill_copies)
             await self.ch.run(self._swap)
@@ -175,8 +176,8 @@ class Replay:
         stats = self.pipeline.stats
         # Written to the event log: every valid event, and every removal that was not ignored (already out)
         return ReplayReport(self.progress.read, self.progress.read - stats.dead_letters - stats.removals_ignored,
-                            stats.dead_letters, stats.scenario_rows, stats.enrollment_changes, days,
-                            time.monotonic() - started, self._swapped, caught_up, self.pipeline.derive, left)
+                            stats.dead_letters, stats.scenario_rows, stats.enrollment_changes, self._days,
+                            time.monotonic() - self._started, self._swapped, caught_up, self.pipeline.derive, left)
 
     async def _finish_window(self) -> int:
         """The last lateness window, which the watermark has not released. Forced out at once it is derived out
@@ -391,7 +392,8 @@ class Replay:
         self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
         data = {
             "plan": self.plan.to_json(), "in_place": self.in_place, "read": self.progress.read,
-            "swapped": self._swapped, "stats": self.pipeline.stats.__dict__,
+            "swapped": self._swapped, "stats": self.pipeline.stats.__dict__, "days_verified": self._days,
+            "seconds": time.monotonic() - self._started,
             "positions": [[tp.topic, tp.partition, o] for tp, o in self._positions.items()],
             "states": {base64.b64encode(k).decode(): base64.b64encode(v).decode() for k, v in self.states.items()},
             "held": [[p, EVENT_ADAPTER.dump_json(h.event).decode(), list(h.source)] for p, h in self.pipeline.held.items()],
@@ -415,6 +417,8 @@ class Replay:
         if data.get("swapped"):
             self._after_swap()
         self.pipeline.stats = PipelineStats(**data.get("stats", {}))  # one report, however many runs
+        self._days = data.get("days_verified", 0)
+        self._started -= data.get("seconds", 0.0)
         for partition, event_json, source in data["held"]:
             ev = EVENT_ADAPTER.validate_json(event_json)
             held = Held(ev, Source(*source), None)

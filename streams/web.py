@@ -90,7 +90,13 @@ class AdminReplay(View):
     async def get(self, request: Request) -> Response:
         if not admin_key_matches(settings, request.headers.get(HEADER)):
             return self.json({"error": "admin key missing or wrong"}, status=401)
-        return self.json(_replay.status() if _replay else {"running": False})
+        if _replay is None:
+            from replay.run import interrupted_after_swap
+
+            # a replay stopped after its swap, which this worker is about to finish: something to follow
+            return self.json({"running": True, "phase": "starting"} if interrupted_after_swap(settings)
+                             else {"running": False})
+        return self.json(_replay.status())
 
     async def post(self, request: Request) -> Response:
         from datetime import datetime

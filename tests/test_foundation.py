@@ -71,6 +71,18 @@ def test_reading_a_data_dir_never_migrated_says_how_to_create_the_tables(tmp_pat
     assert "autologs migrate" in out.stderr and "Traceback" not in out.stderr
 
 
+def test_a_replay_into_a_data_dir_never_migrated_says_how_to_create_the_tables(settings, tmp_path):
+    from streams.topics import Topics
+    from tests.examples import example, keyed
+
+    names = Topics(f"{settings.topic_prefix}-fresh-{uuid.uuid4().hex[:6]}")
+    asyncio.run(ensure_topics(settings, names.all()))
+    asyncio.run(publish(settings, names.events, [keyed(example("page"))]))
+    out = run_cli({**os.environ, "AUTOLOGS_DATA_DIR": str(tmp_path / "fresh"), "AUTOLOGS_WEB_PORT": "1",
+                   "AUTOLOGS_TOPIC_PREFIX": names.prefix}, "replay")  # no worker: it runs in the command
+    assert out.returncode == 1 and "autologs migrate" in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
 def test_a_bad_setting_stops_every_command_with_exit_status_2():
     for command in (("keys", "list", "--account", "a"), ("logs", "events", "--account", "a"), ("broker", "status")):
         out = run_cli({**os.environ, "AUTOLOGS_WEB_PORT": "abc"}, *command)
