@@ -240,6 +240,23 @@ async def _records(settings, topic: str) -> list[RawMessage]:
         await consumer.stop()
 
 
+def _live_worker(s, db: ClickHouse, names: Topics):
+    """The worker's batch step beside a replay (its Pipeline, without Faust), and `arrive(*events)`: published,
+    then read by it."""
+    async def no_dead_letters(invalid):
+        raise AssertionError(invalid)
+
+    live = Pipeline(s, db, no_dead_letters, DictStates(), commands_topic=names.commands)
+    read: set[tuple[int, int]] = set()
+
+    async def arrive(*events: dict) -> None:
+        await publish(s, names.events, [keyed(e) for e in events])
+        new = [m for m in await _records(s, names.events) if (m.partition, m.offset) not in read]
+        read.update((m.partition, m.offset) for m in new)
+        await live.handle(new)
+    return live, arrive
+
+
 async def test_a_replay_leaves_what_the_live_worker_holds_to_it(settings, scratch, monkeypatch, tmp_path):
     """A tracker event must not be copied into an enrollment whose exit, earlier in event time, arrives after
     it: during the replay (Carol: the replay's tail waits for its catch-up), or after it (Erin: the live
@@ -262,19 +279,7 @@ async def test_a_replay_leaves_what_the_live_worker_holds_to_it(settings, scratc
                                       ev("automation_exited", 20, "erin"))
     started_f, tracked_f = ev("automation_started", 100, "fred"), ev("track", 10, "fred")
 
-    async def nothing(invalid):
-        raise AssertionError(invalid)
-
-    live = Pipeline(s, db, nothing, DictStates(), commands_topic=names.commands)  # the worker's batch step
-    read: set[tuple[int, int]] = set()
-
-    async def arrive(*events: dict) -> None:
-        """Published, and read by the live worker."""
-        await publish(s, names.events, [keyed(e) for e in events])
-        new = [m for m in await _records(s, names.events) if (m.partition, m.offset) not in read]
-        read.update((m.partition, m.offset) for m in new)
-        await live.handle(new)
-
+    live, arrive = _live_worker(s, db, names)
     await arrive(started_d, tracked_d)
     await live.drain()  # the live worker released Dan's events long ago
     await arrive(started_c, tracked_c, started_e, tracked_e, started_f, tracked_f)  # held: within the lateness
@@ -326,18 +331,7 @@ async def test_a_replay_derives_what_the_worker_released_in_the_worker_s_order(s
     started, step = ev("automation_started", 100, 1), ev("automation_step_reached", 10, 2, step_id="s2")
     page, later = ev("page", 12, 3), ev("identify", 0, 4)  # the page view comes late, but within 5 s
 
-    async def nothing(invalid):
-        raise AssertionError(invalid)
-
-    live = Pipeline(s, db, nothing, DictStates(), commands_topic=names.commands)
-    read: set[tuple[int, int]] = set()
-
-    async def arrive(*events: dict) -> None:
-        await publish(s, names.events, [keyed(e) for e in events])
-        new = [m for m in await _records(s, names.events) if (m.partition, m.offset) not in read]
-        read.update((m.partition, m.offset) for m in new)
-        await live.handle(new)
-
+    live, arrive = _live_worker(s, db, names)
     await arrive(started, step)
     read_topics = Replay._read
 
