@@ -52,11 +52,13 @@ def checkpoint_path(settings: Settings) -> Path:
 
 
 def interrupted_after_swap(settings: Settings) -> bool:
-    """A replay stopped between its swap and its end: the swapped-in tables still wait for its catch-up."""
+    """A replay stopped in its swap or between its swap and its end: the swap is to be finished (never
+    undone), and the swapped-in tables still wait for its catch-up."""
     try:
-        return bool(orjson.loads(checkpoint_path(settings).read_bytes()).get("swapped"))
+        checkpoint = orjson.loads(checkpoint_path(settings).read_bytes())
     except (OSError, ValueError):
         return False
+    return bool(checkpoint.get("swapped") or checkpoint.get("swapping"))
 
 
 @dataclass
@@ -133,6 +135,7 @@ class Replay:
         self._positions: dict[TopicPartition, int] = {tp: s for tp, (s, _) in plan.ranges.items()}
         self._last_checkpoint = time.monotonic()
         self._swapped = False
+        self._swapping: dict[str, str] | None = None  # each table's shadow's UUID, once the swap has begun
         self._days = 0  # days verified
         self._started = time.monotonic()
 
@@ -153,15 +156,19 @@ class Replay:
         if not self.in_place and not resumed:
             self._prepare_shadow()
         caught_up = 0
-        if not self._swapped:  # (a replay resumed after its swap goes on with the catch-up)
+        if not self._swapped and self._swapping is None:  # (a replay resumed in or after its swap goes on there)
             self._set_phase("replaying")
             await self._read(self.plan.ranges)
             await self._write_manifest()
         if not self.in_place and not self._swapped:
-            self._set_phase("verifying")
-            self._days = await self.ch.run(self._verify)
+            if self._swapping is None:
+                self._set_phase("verifying")
+                self._days = await self.ch.run(self._verify)
+                self._set_phase("swapping")
+                await self.ch.run(self._fill_copies)
+                self._swapping = await self.ch.run(self._shadow_ids)
+                self._save_checkpoint()  # a crash from here on finishes the swap: half-swapped tables are not left
             self._set_phase("swapping")
-            await self.ch.run(self._fill_copies)
             await self.ch.run(self._swap)
             main_pass, held = self.pipeline.stats, self.pipeline.held
             self._after_swap()
@@ -380,11 +387,26 @@ class Replay:
             self.ch.command(f"INSERT INTO {{db}}.{copy}{SHADOW} ({cols}) SELECT {cols} FROM {{db}}.{source}{SHADOW}",
                             settings={"optimize_on_insert": 0})
 
+    def _table_ids(self) -> dict[str, str]:
+        return dict(self.ch.rows("SELECT name, toString(uuid) FROM system.tables WHERE database = {d:String}",
+                                 {"d": self.ch.database}))
+
+    def _shadow_ids(self) -> dict[str, str]:
+        ids = self._table_ids()
+        return {table: ids[f"{table}{SHADOW}"] for table in (*TABLES, *COPIES)}
+
     def _swap(self) -> None:
+        """Each table is exchanged with its shadow, and the table swapped out kept as *__previous. It can be run
+        again after a crash midway: a table already exchanged holds its shadow's UUID (EXCHANGE swaps names;
+        the UUID stays with the data), and its swapped-out table is renamed if it was not yet."""
+        ids = self._table_ids()
         for table in (*TABLES, *COPIES):
-            self.ch.command(f"EXCHANGE TABLES {{db}}.{table} AND {{db}}.{table}{SHADOW}")
-            self.ch.command(f"DROP TABLE IF EXISTS {{db}}.{table}{PREVIOUS}")
-            self.ch.command(f"RENAME TABLE {{db}}.{table}{SHADOW} TO {{db}}.{table}{PREVIOUS}")
+            exchanged = ids.get(table) == self._swapping[table]
+            if not exchanged:
+                self.ch.command(f"EXCHANGE TABLES {{db}}.{table} AND {{db}}.{table}{SHADOW}")
+            if not exchanged or f"{table}{SHADOW}" in ids:
+                self.ch.command(f"DROP TABLE IF EXISTS {{db}}.{table}{PREVIOUS}")
+                self.ch.command(f"RENAME TABLE {{db}}.{table}{SHADOW} TO {{db}}.{table}{PREVIOUS}")
         self.ch.command("DROP TABLE IF EXISTS {db}.replay_manifest")
 
     # --- checkpoint: resumable after a crash ---------------------------------------------------------
@@ -392,7 +414,7 @@ class Replay:
         self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
         data = {
             "plan": self.plan.to_json(), "in_place": self.in_place, "read": self.progress.read,
-            "swapped": self._swapped, "stats": self.pipeline.stats.__dict__, "days_verified": self._days,
+            "swapped": self._swapped, "swapping": self._swapping, "stats": self.pipeline.stats.__dict__, "days_verified": self._days,
             "seconds": time.monotonic() - self._started,
             "positions": [[tp.topic, tp.partition, o] for tp, o in self._positions.items()],
             "states": {base64.b64encode(k).decode(): base64.b64encode(v).decode() for k, v in self.states.items()},
@@ -416,6 +438,7 @@ class Replay:
         self.states.update({base64.b64decode(k): base64.b64decode(v) for k, v in data["states"].items()})
         if data.get("swapped"):
             self._after_swap()
+        self._swapping = data.get("swapping")
         self.pipeline.stats = PipelineStats(**data.get("stats", {}))  # one report, however many runs
         self._days = data.get("days_verified", 0)
         self._started -= data.get("seconds", 0.0)

@@ -168,7 +168,7 @@ async def finish_a_replay_interrupted_after_its_swap() -> None:
     global _replay
     if not interrupted_after_swap(settings):
         return
-    app.log.warning("a replay was interrupted after its swap: finishing it (its catch-up and last window); "
+    app.log.warning("a replay was interrupted after its swap (or during it): finishing it (its catch-up and last window); "
                     "follow it with `autologs replay --status`")
     _replay = _replay or WorkerReplay()
     _replay.start(settings, replayer(), enrollments, None, None, None, in_place=False, resume=True, live=pipeline())

@@ -125,6 +125,46 @@ async def test_a_replay_that_crashed_after_its_swap_resumes_with_the_catch_up(se
     assert tables(db) == straight
 
 
+@pytest.mark.parametrize("crash_before", ["EXCHANGE", "RENAME"])
+async def test_a_replay_that_crashed_in_its_swap_finishes_it(settings, scratch, monkeypatch, tmp_path, crash_before):
+    """A crash between two of the swap's statements leaves some tables swapped and some not; the resume (or the
+    restarted worker) finishes the swap instead of re-verifying shadow tables that were already swapped in."""
+    names, db = scratch
+    await _publish_story(settings, names)
+    s = db.settings.model_copy(update={"data_dir": tmp_path})
+    plan = await plan_replay(s.kafka_bootstrap, names.sources(), None, None)
+    whole = await Replay(s, db, plan).run()
+    straight = tables(db)
+
+    class Crash(Exception):
+        pass
+
+    command, seen = db.command, []
+
+    def crash_in_the_swap(text, *args, **kwargs):
+        if text.startswith(crash_before):
+            seen.append(text)
+            if len(seen) == 3:  # the third table's statement: two tables are swapped, the rest are not
+                raise Crash()
+        return command(text, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(db, "command", crash_in_the_swap)
+        with pytest.raises(Crash):
+            await Replay(s, db, plan).run()
+    shadows = db.rows("SELECT name FROM system.tables WHERE database = {d:String} AND name LIKE '%\\_\\_replay'",
+                      {"d": db.database})
+    assert 0 < len(shadows) < 6, shadows  # half swapped
+    assert replay_run.interrupted_after_swap(s)  # so the worker, restarted, finishes it by itself
+    report = await Replay(s, db, plan).run(resume=True)
+    assert report.swapped and (report.messages_read, report.scenario_rows, report.days_verified) == \
+        (whole.messages_read, whole.scenario_rows, whole.days_verified)
+    assert tables(db) == straight
+    left = db.rows("SELECT name FROM system.tables WHERE database = {d:String} AND name LIKE '%\\_\\_replay'",
+                   {"d": db.database})
+    assert left == [] and not (tmp_path / "replay" / "checkpoint.json").exists()
+
+
 async def test_an_id_a_producer_re_sent_with_another_time_does_not_fail_a_full_replay(settings, scratch, tmp_path):
     """The live log keeps both rows (its key has the time), and so does the rebuilt one: verification counts
     rows by that key, not by event id (it used to refuse every full replay from then on)."""
