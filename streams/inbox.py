@@ -1,13 +1,14 @@
 """A bounded hand-over of fetched messages, from the consumer loop to a batch agent, in bulk.
 
 The consumer loop appends each message (no Event object, no decoding, no queue hop per message);
-the agent takes up to `batch_rows` at a time, waiting at most `within` seconds after the first
-one for a full batch. Full at `maxsize`: the consumer loop then waits (interruptibly, see
+the agent takes up to `batch_rows` at a time, waiting for a full batch at most until `within` seconds
+after the oldest message waiting arrived. Full at `maxsize`: the consumer loop then waits (interruptibly, see
 streams/faust_patches.py). It is never cleared on a rebalance: the agent drops what is stale.
 """
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from typing import Any
 
@@ -19,6 +20,8 @@ class BatchInbox:
         self.maxsize = maxsize
         self.batch_rows = batch_rows
         self._messages: deque = deque()
+        # [arrival time, messages of that arrival still here], oldest first: one entry per put, not per message
+        self._arrivals: deque[list] = deque()
         self._arrived = asyncio.Event()
         self._batch_ready = asyncio.Event()
         self._space = asyncio.Event()
@@ -32,6 +35,7 @@ class BatchInbox:
 
     def put(self, message: Any) -> None:
         self._messages.append(message)
+        self._arrivals.append([time.monotonic(), 1])
         n = len(self._messages)
         if n == 1:
             self._arrived.set()
@@ -42,10 +46,12 @@ class BatchInbox:
 
     def put_many(self, messages: list) -> None:
         """A fetched partition's messages at once (may pass `maxsize` by one fetch: callers check `full`)."""
+        if not messages:
+            return
         self._messages.extend(messages)
+        self._arrivals.append([time.monotonic(), len(messages)])
         n = len(self._messages)
-        if n:
-            self._arrived.set()
+        self._arrived.set()
         if n >= self.batch_rows:
             self._batch_ready.set()
         if n >= self.maxsize:
@@ -55,18 +61,30 @@ class BatchInbox:
         await self._space.wait()
 
     async def take(self, within: float) -> list:
-        """The next batch: `batch_rows` messages, or, when fewer are there, what is there after waiting up to
-        `within` s for more (counted from this call, not from the first message's arrival: messages that
-        came while the previous batch was being derived wait up to `within` again)."""
+        """The next batch: `batch_rows` messages, or, when fewer are there, what is there once the oldest of them
+        has waited `within` s. Counted from its arrival, not from this call: messages that came while the
+        previous batch was being derived have waited that long already."""
         while not self._messages:
             await self._arrived.wait()
         if len(self._messages) < self.batch_rows:
-            try:
-                await asyncio.wait_for(self._batch_ready.wait(), within)
-            except asyncio.TimeoutError:
-                pass
+            left = self._arrivals[0][0] + within - time.monotonic()
+            if left > 0:
+                try:
+                    await asyncio.wait_for(self._batch_ready.wait(), left)
+                except asyncio.TimeoutError:
+                    pass
         pop = self._messages.popleft
-        batch = [pop() for _ in range(min(len(self._messages), self.batch_rows))]
+        n = min(len(self._messages), self.batch_rows)
+        batch = [pop() for _ in range(n)]
+        arrivals = self._arrivals
+        while n:
+            oldest = arrivals[0]
+            if oldest[1] <= n:
+                n -= oldest[1]
+                arrivals.popleft()
+            else:
+                oldest[1] -= n
+                n = 0
         self._update()
         return batch
 

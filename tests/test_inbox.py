@@ -144,3 +144,27 @@ def test_acks_follow_each_partitions_offset_order():
     assert [m.offset for m in acks.finished([a[4], a[0]])] == [0, 1, 2]  # a[3] is still pending
     assert acks.forget(["b"]) == 2 and acks.finished([b[1], b[2]]) == []  # revoked: re-read by the next owner
     assert [m.offset for m in acks.finished([a[3]])] == [3, 4] and len(acks) == 0
+
+
+async def test_within_counts_from_the_oldest_waiting_message_not_from_the_take():
+    """Messages that came while the previous batch was derived have waited already: the next take does not
+    make them wait `within` again."""
+    inbox = BatchInbox(maxsize=200, batch_rows=100)
+    loop = asyncio.get_running_loop()
+    inbox.put_many(["a", "b"])
+    await asyncio.sleep(0.3)  # the agent was busy with the batch before
+    started = loop.time()
+    assert await inbox.take(within=0.25) == ["a", "b"]
+    assert loop.time() - started < 0.1
+    inbox.put_many(["c"] * 150)
+    await asyncio.sleep(0.05)
+    inbox.put_many(["d"] * 10)
+    assert len(await inbox.take(within=0.25)) == 100  # a full batch; 50 "c" (already waiting) and 10 "d" remain
+    await asyncio.sleep(0.25)
+    started = loop.time()
+    assert await inbox.take(within=0.25) == ["c"] * 50 + ["d"] * 10
+    assert loop.time() - started < 0.1  # the oldest left, a "c", had waited its time
+    inbox.put("e")
+    started = loop.time()
+    assert await inbox.take(within=0.2) == ["e"]
+    assert 0.15 <= loop.time() - started < 2.0  # a fresh arrival still waits for company
