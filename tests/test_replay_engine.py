@@ -60,6 +60,10 @@ def tables(db: ClickHouse) -> dict[str, list[tuple]]:
     return {t: db.rows(q) for t, q in TABLE_QUERIES.items()}
 
 
+class Crash(Exception):
+    """A crash of the replay's process, at a point a test picks."""
+
+
 async def test_a_crashed_replay_resumes_to_the_same_tables(settings, scratch, monkeypatch, tmp_path):
     names, db = scratch
     await _publish_story(settings, names)
@@ -71,9 +75,6 @@ async def test_a_crashed_replay_resumes_to_the_same_tables(settings, scratch, mo
     assert len(straight["event_log"]) == 21 and len(straight["enrollment_state"]) == 3
 
     monkeypatch.setattr(replay_run, "CHECKPOINT_EVERY_S", 0.0)  # a checkpoint after every batch
-
-    class Crash(Exception):
-        pass
 
     def crash_midway(progress):
         if progress.read >= 12:
@@ -95,18 +96,21 @@ async def test_a_crashed_replay_resumes_to_the_same_tables(settings, scratch, mo
     assert left == []  # every shadow table was swapped in
 
 
-async def test_a_replay_that_crashed_after_its_swap_resumes_with_the_catch_up(settings, scratch, monkeypatch,
-                                                                           tmp_path):
-    """The swap is done once: a resume goes on where the crash left it, and the held tail is not lost."""
+async def _story_replayed_once(settings, scratch, tmp_path):
+    """The story in its topics, replayed once without a crash: the settings, database and plan to replay it
+    again, that replay's report, and the tables it built (what a crashed and resumed replay must equal)."""
     names, db = scratch
     await _publish_story(settings, names)
     s = db.settings.model_copy(update={"data_dir": tmp_path})
     plan = await plan_replay(s.kafka_bootstrap, names.sources(), None, None)
     whole = await Replay(s, db, plan).run()
-    straight = tables(db)
+    return s, db, plan, whole, tables(db)
 
-    class Crash(Exception):
-        pass
+
+async def test_a_replay_that_crashed_after_its_swap_resumes_with_the_catch_up(settings, scratch, monkeypatch,
+                                                                           tmp_path):
+    """The swap is done once: a resume goes on where the crash left it, and the held tail is not lost."""
+    s, db, plan, whole, straight = await _story_replayed_once(settings, scratch, tmp_path)
 
     async def crash(self):
         raise Crash()
@@ -129,16 +133,7 @@ async def test_a_replay_that_crashed_after_its_swap_resumes_with_the_catch_up(se
 async def test_a_replay_that_crashed_in_its_swap_finishes_it(settings, scratch, monkeypatch, tmp_path, crash_before):
     """A crash between two of the swap's statements leaves some tables swapped and some not; the resume (or the
     restarted worker) finishes the swap instead of re-verifying shadow tables that were already swapped in."""
-    names, db = scratch
-    await _publish_story(settings, names)
-    s = db.settings.model_copy(update={"data_dir": tmp_path})
-    plan = await plan_replay(s.kafka_bootstrap, names.sources(), None, None)
-    whole = await Replay(s, db, plan).run()
-    straight = tables(db)
-
-    class Crash(Exception):
-        pass
-
+    s, db, plan, whole, straight = await _story_replayed_once(settings, scratch, tmp_path)
     command, seen = db.command, []
 
     def crash_in_the_swap(text, *args, **kwargs):
