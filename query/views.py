@@ -196,7 +196,8 @@ SPECS: dict[str, View] = {
         by_time="event_log_by_time"),
     "scenarios": View(
         "scenario_log", "occurred_at", ("scenario_id", "source_event_id"), "concat(scenario_id, '|', source_event_id)",
-        (("date", _date("occurred_at")), ("user_email", "email"), ("scenario_name", "scenario_name"),
+        (("date", _date("occurred_at")), ("user_email", "email"), ("contact_id", _uint("contact_id")),
+         ("scenario_name", "scenario_name"),
          ("scenario_id", "scenario_id"), ("step_id", "step_id"), ("start_id", "start_id"),
          ("workflow_points", _translated("workflow_point", WORKFLOW_POINTS)), ("type", "toString(type)"),
          ("message", lambda lang: sql_render_expression("message_code", "message_params", lang, "tz")),
@@ -570,6 +571,13 @@ def detail(ch, view: str, account_id: str, row_id: str, *, tz: str = "UTC", lang
         elif name in ("properties", "details", "message_params"):
             value = orjson.loads(value) if value else None
         row[name] = value
-    if view == "scenarios":
+    # The help page's names for the expanded line, beside the table's, and the IP as the line shows it.
+    if view == "events":
+        row.update(created_at=row["occurred_at"], email_id=row["email"], sib_type=row["event_type"])
+        if not row["ip"] and row["event_type"] not in IP_UNKNOWN_TYPES:
+            row["ip"] = INTERNAL_REQUEST[lang]
+    elif view == "scenarios":
         row["message"] = render(row["message_code"], row["message_params"], lang, zone.key)
+        point = WORKFLOW_POINTS.get(row["workflow_point"])
+        row.update(date=row["occurred_at"], user_email=row["email"], workflow_points=point[lang] if point else "")
     return row

@@ -184,7 +184,7 @@ def test_cli_reads_and_exports_through_the_worker(running, tmp_path):
                   "2026-11-21", "--lang", "fr", "--excel", "-o", str(excel))
     assert out.returncode == 0, out.stderr
     raw = excel.read_bytes()
-    assert raw.startswith(b"\xef\xbb\xbfdate;user_email;scenario_name;"), raw[:80]
+    assert raw.startswith(b"\xef\xbb\xbfdate;user_email;contact_id;scenario_name;"), raw[:80]
     rows = list(csv.reader(io.StringIO(raw.decode("utf-8-sig"), newline=""), delimiter=";"))
     assert len(rows) == len(lines) and rows[1][0].count(":") == 2 and " " in rows[1][0] and "T" not in rows[1][0]
     assert "+" not in rows[1][0] and rows[1][0][:10] == lines[1][0][:10], (rows[1][0], lines[1][0])

@@ -635,6 +635,25 @@ def test_detail_returns_every_column_of_the_line(db):
     assert views.detail(db, "events", A, "no-such-event") is None
 
 
+def test_detail_shows_the_ip_as_the_line_does_and_has_the_help_pages_names(db):
+    """The help page replaces an internal event's IP by "requête interne" and names the expanded fields
+    created_at, email_id, sib_type (events) and user_email, workflow_points (scenarios)."""
+    lines = views.page(db, "events", A, RANGE | {"limit": "1000", "lang": "fr"})["rows"]
+    assert {r["ip"] for r in lines} >= {"requête interne", "", "203.0.113.7"}
+    for line in lines:
+        ev = views.detail(db, "events", A, line["id"], lang="fr")
+        assert ev["ip"] == line["ip"], line
+        assert (ev["created_at"], ev["email_id"], ev["sib_type"]) == (ev["occurred_at"], line["email"], line["type"])
+    sc = views.detail(db, "scenarios", story.ACCOUNT, "sc-welcome|story-08", lang="fr")
+    assert (sc["user_email"], sc["date"], sc["workflow_points"]) == (sc["email"], sc["occurred_at"], "quitté")
+
+
+def test_scenario_lines_name_their_contact_by_id_too(db):
+    """A contact the engine knows by id alone has no email: without the id its lines named nobody."""
+    lines = views.page(db, "scenarios", story.ACCOUNT, RANGE | {"limit": "1000"})["rows"]
+    assert lines and all(r["contact_id"] == str(story.IDS[r["user_email"]]) for r in lines)
+
+
 def _cursor(db, params: dict) -> str:
     return views.page(db, "events", A, params | {"limit": "1"})["next_cursor"]
 
