@@ -106,12 +106,15 @@ def _params(ev: Envelope, sent_name: str = "") -> tuple[str, dict]:
 
 
 def _scenario_row(ev: Envelope, src: Source, scenario_id: str, enr: dict, step_id: str, attribution: str,
-                  sent_name: str = "") -> list:
+                  sent_name: str = "", start_id: str = "") -> list:
+    """`start_id`: the entry point the event happened under when it is not the enrollment's current one (an
+    automation event that names its own, an open of an email sent before a re-entry)."""
     code, params = _params(ev, sent_name)
     entry_points = enr.get("entry_points", 1)
+    start_id = start_id or ev.get("start_id") or enr.get("start_id", "")
     return [
         ev["account_id"], scenario_id, enr.get("name", ""), ev["occurred_at"], ev["contact_id"] or 0, ev["email"] or "",
-        step_id, enr.get("start_id", "") if entry_points > 1 else "", WORKFLOW_POINT.get(ev["type"], ""), ev["type"],
+        step_id, start_id if entry_points > 1 else "", WORKFLOW_POINT.get(ev["type"], ""), ev["type"],
         code, orjson.dumps(params).decode() if params else "", attribution, ev["event_id"], *src,
     ]
 
@@ -131,12 +134,17 @@ def _message_key(message_id: str) -> str:
     return "m:" + message_id.strip().strip("<>")
 
 
-def _remember_send(state: dict, ev: Envelope, scenario_id: str, t: int) -> None:
+def _remember_send(state: dict, ev: Envelope, scenario_id: str, enr: dict, t: int) -> None:
+    """[scenario, step, time, the email's name, the entry point, the send's attribution]: an open or a click
+    of the email is logged under the same (a send after the removal is followed by opens after it too)."""
     sends, name = state["sends"], ev.get("template_name") or ""
+    start_id = (ev.get("start_id") or enr["start_id"]) if enr["entry_points"] > 1 else ""
+    mark = _after_close(enr, t)
+    sent = [scenario_id, ev["step_id"], t, name, start_id, "" if mark == "automation" else mark]
     for key, value in ((_message_key(ev["message_id"] or ""), ev["message_id"]), ("t:" + str(ev["template_id"]),
                        ev["template_id"]), ("c:" + str(ev["campaign_id"]), ev["campaign_id"])):
         if value:
-            sends[key] = [scenario_id, ev["step_id"], t, name]
+            sends[key] = sent
     while len(sends) > MAX_SENDS:
         sends.pop(next(iter(sends)))
 
@@ -183,7 +191,7 @@ def _apply_automation(state: dict, ev: Envelope, t: int) -> tuple[str, dict, boo
         enr["updated_at"] = t
         enr["changes"] += 1
     if kind == "automation_action":
-        _remember_send(state, ev, sid, t)
+        _remember_send(state, ev, sid, enr, t)
     return sid, enr, changed
 
 
@@ -233,15 +241,15 @@ def apply_event(state: dict, ev: Envelope, src: Source, out: Derived, t: int | N
         out.late += 1
         hit = _sent_by_step(state, ev, t)
         if hit:
-            out.scenario_rows.append(_scenario_row(ev, src, hit[0], state["enr"][hit[0]], hit[1], "message",
-                                                   _sent_name(state, ev)))
+            out.scenario_rows.append(_scenario_row(ev, src, hit[0], state["enr"][hit[0]], hit[1], _sent_as(hit),
+                                                   _sent_name(state, ev), _sent_under(hit)))
         return False
     # Tracker and email events read the state and never change it (no table write for them).
     rows = _attribute(state, ev)
     if rows:
         name = _sent_name(state, ev) if ev["message_id"] or ev["template_id"] or ev["campaign_id"] else ""
-        for sid, step, how in rows:
-            out.scenario_rows.append(_scenario_row(ev, src, sid, state["enr"][sid], step, how, name))
+        for sid, step, how, start_id in rows:
+            out.scenario_rows.append(_scenario_row(ev, src, sid, state["enr"][sid], step, how, name, start_id))
     return False
 
 
@@ -287,7 +295,16 @@ def _sent_name(state: dict, ev: Envelope) -> str:
     return ""
 
 
-def _attribute(state: dict, ev: Envelope) -> list[tuple[str, str, str]]:
+def _sent_as(hit: list) -> str:
+    """An email's engagement is attributed as its send was: `message`, or the send's after-removal mark."""
+    return hit[5] if len(hit) > 5 and hit[5] in CLOSED_MARKS.values() else "message"
+
+
+def _sent_under(hit: list) -> str:
+    return hit[4] if len(hit) > 4 else ""
+
+
+def _attribute(state: dict, ev: Envelope) -> list[tuple[str, str, str, str]]:
     enr = state["enr"]
     if not enr:
         return []
@@ -297,11 +314,11 @@ def _attribute(state: dict, ev: Envelope) -> list[tuple[str, str, str]]:
         # The step the contact is at (the scenario log's step_id: where the contact was when it happened);
         # once it has left the scenario, the step that sent the email.
         now = enr[hit[0]]
-        return [(hit[0], now["step"] if now["status"] in ACTIVE else hit[1], "message")]
+        return [(hit[0], now["step"] if now["status"] in ACTIVE else hit[1], _sent_as(hit), _sent_under(hit))]
     for prefix, value in (("t:", ev["template_id"]), ("c:", ev["campaign_id"])):
         if value and (hit := sends.get(prefix + str(value))) and enr.get(hit[0], {}).get("status") in ACTIVE:
-            return [(hit[0], enr[hit[0]]["step"], "message")]
-    active = [(sid, e["step"], "enrollment") for sid, e in enr.items() if e["status"] in ACTIVE]
+            return [(hit[0], enr[hit[0]]["step"], "message", "")]
+    active = [(sid, e["step"], "enrollment", "") for sid, e in enr.items() if e["status"] in ACTIVE]
     active.sort()  # only the open enrollments (usually none or one), not every scenario the contact was in
     return active
 

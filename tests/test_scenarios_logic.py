@@ -331,3 +331,33 @@ def test_an_open_is_named_as_the_step_named_its_email_and_found_with_or_without_
     assert rows["send"] == ("automation", {"name": "Relance J+1"})
     assert rows["open"] == ("message", {"name": "Relance J+1"})  # not "12", not the message id
     assert rows["click"] == ("message", {"name": "Named by the webhook"})
+
+
+def test_a_line_shows_the_entry_point_it_happened_under_not_the_current_one():
+    """A step reached under entry point e2 and logged after a restart through e1 shows e2 (help: start_id is
+    the entry point in which the event happened); so does an open of an email sent before the restart."""
+    mid = "<e2-send@relay.example>"
+    two = {"entry_points": 2}
+    state, out = _one_contact(
+        _ev("automation_started", 0, "start-e2", start_id="e2", **two),
+        _ev("automation_action", 2, "send", step_id="s2", message_id=mid, template_id=91, start_id="e2", **two),
+        _ev("automation_restarted", 100, "restart-e1", start_id="e1", **two),
+        _ev("templates_opened", 110, "open", message_id=mid, template_id=91),
+        _ev("automation_step_reached", 50, "late-step", step_id="s3", start_id="e2", **two),
+        _ev("automation_step_reached", 120, "step-e1", step_id="s4", **two))
+    start_of = {r[13]: r[7] for r in out.scenario_rows}
+    assert start_of == {"start-e2": "e2", "send": "e2", "restart-e1": "e1", "open": "e2", "late-step": "e2",
+                        "step-e1": "e1"}
+
+
+def test_an_open_of_an_email_sent_after_the_removal_is_marked_after_the_removal_too():
+    mid = "<after-removal@relay.example>"
+    state, out = _one_contact(
+        _ev("automation_started", 0, "start"),
+        _ev("automation_removed", 10, "removed", step_id="s2"),
+        _ev("automation_action", 20, "send-after", step_id="s3", message_id=mid, template_id=92),
+        _ev("templates_opened", 30, "open-after", message_id=mid, template_id=92),
+        _ev("templates_opened", 15, "open-late", message_id=mid, template_id=92))  # before the send: not its open
+    how = {r[13]: r[12] for r in out.scenario_rows}
+    assert how["send-after"] == "after_removal" and how["open-after"] == "after_removal", how
+    assert "open-late" not in how
