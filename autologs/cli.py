@@ -14,7 +14,7 @@ from autologs.config import get_settings
 def _fail(message: str) -> None:
     if "(UNKNOWN_DATABASE)" in message or "(UNKNOWN_TABLE)" in message:  # a data dir (or database) never migrated
         message = (f"{message.split(' (version')[0].strip()}\nThe autologs tables are not there yet: start the worker "
-                   "(`autologs start`), which creates them, or run `autologs migrate`; check AUTOLOGS_DATA_DIR and "
+                   "(`autologs worker`), which creates them, or run `autologs migrate`; check AUTOLOGS_DATA_DIR and "
                    "AUTOLOGS_CLICKHOUSE_DATABASE if they should exist.")
     click.echo(f"error: {message}", err=True)
     sys.exit(1)
@@ -279,7 +279,7 @@ def contacts_remove(account: str, scenario: str, at: str | None, by: str, contac
                f"(request {result.request_id}); {len(not_removed)} not removed")
     if queued:
         click.echo("note: no worker runs with this data dir, so the logs and contacts in scenarios change when one "
-                   "starts (`autologs start`); the removals wait on the commands topic, in order", err=True)
+                   "starts (`autologs worker`); the removals wait on the commands topic, in order", err=True)
     sys.exit(1 if not_removed else 0)
 
 
@@ -620,7 +620,7 @@ def _replay_through_worker(settings, body: dict) -> dict | None:
     except RuntimeError as exc:  # the worker's refusal
         _fail(str(exc))
     except OSError as exc:
-        _fail(f"the worker did not take the replay ({exc}); is it running? `autologs start`, then try again")
+        _fail(f"the worker did not take the replay ({exc}); is it running? Start it (`autologs worker`), then try again")
     return _follow_worker_replay(settings)
 
 

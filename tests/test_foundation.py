@@ -67,7 +67,7 @@ def test_settings_bootstrap_follows_the_broker_port_and_bad_values_are_named(mon
 def test_reading_a_data_dir_never_migrated_says_how_to_create_the_tables(tmp_path):
     out = run_cli({**os.environ, "AUTOLOGS_DATA_DIR": str(tmp_path / "fresh"), "AUTOLOGS_WEB_PORT": "1"},
                   "logs", "events", "--account", "a")
-    assert out.returncode == 1 and "start the worker (`autologs start`)" in out.stderr, out.stderr
+    assert out.returncode == 1 and "start the worker (`autologs worker`)" in out.stderr, out.stderr
     assert "autologs migrate" in out.stderr and "Traceback" not in out.stderr
 
 
