@@ -131,10 +131,18 @@ def make_routes(ctx: ApiContext) -> list[web.RouteDef]:
             body = await request.json(loads=orjson.loads)
         except Exception:
             return _error(400, 'send JSON: {"scenario": "...", "contacts": ["email or id", ...]}')
-        if not isinstance(body, dict) or not isinstance(body.get("scenario"), str) \
-                or not isinstance(body.get("contacts"), list) or not all(isinstance(c, (str, int))
-                                                                         for c in body["contacts"]):
-            return _error(400, 'send JSON: {"scenario": "...", "contacts": ["email or id", ...]}')
+        shape = ' (send {"scenario": "...", "contacts": ["email or id", ...]}). Nothing was removed.'
+        if not isinstance(body, dict):
+            return _error(400, "the body is not a JSON object" + shape)
+        if not isinstance(body.get("scenario"), str) or not body["scenario"]:
+            return _error(400, "'scenario' is missing or not a string: the scenario's id" + shape)
+        if not isinstance(body.get("contacts"), list):
+            return _error(400, "'contacts' is missing or not a list: a list of emails or contact ids, even for "
+                               "one contact" + shape)
+        wrong = [c for c in body["contacts"] if not isinstance(c, (str, int)) or isinstance(c, bool)]
+        if wrong:
+            return _error(400, f"'contacts' holds {orjson.dumps(wrong[0]).decode()[:80]}: each contact is an email "
+                               "or a contact id (a string or a number)" + shape)
         unknown = sorted(set(body) - {"scenario", "contacts", "at", "by"})
         if unknown:  # a misspelt "at" or "by" must not be dropped silently
             return _error(400, f"unknown field {unknown[0]!r}; the fields are scenario, contacts, at (ISO 8601, "

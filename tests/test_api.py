@@ -125,6 +125,12 @@ def test_contacts_scenarios_detail_and_removal(running):
     status, body, _ = call(worker, "contacts/remove", key, body={"scenario": "sc-cart", "contacts": [story.CAT],
                                                                  "when": "2026-11-20T10:00:00Z"})
     assert status == 400 and b"unknown field 'when'" in body and b"Nothing was removed" in body
+    for wrong, says in (({"contacts": [story.CAT]}, b"'scenario' is missing"),
+                        ({"scenario": "sc-cart", "contacts": story.CAT}, b"'contacts' is missing or not a list"),
+                        ({"scenario": "sc-cart", "contacts": [{"email": story.CAT}]}, b"'contacts' holds {"),
+                        ([story.CAT], b"not a JSON object")):
+        status, body, _ = call(worker, "contacts/remove", key, body=wrong)
+        assert status == 400 and says in body and b"Nothing was removed" in body, body
     status, body, _ = call(worker, "contacts/remove", key, body={"scenario": "sc-cart",
                                                                  "contacts": [story.CAT, story.DAN]})
     assert status == 200, body
