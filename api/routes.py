@@ -10,7 +10,7 @@ from functools import partial
 
 import asyncio
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 
 import orjson
 from aiohttp import web
@@ -103,6 +103,8 @@ def make_routes(ctx: ApiContext) -> list[web.RouteDef]:
         return _json(row) if row is not None else _error(404, "no such line in this account")
 
     async def csv_dump(request: web.Request) -> web.StreamResponse:
+        from query.csv_export import dump_filename
+
         view, account = view_of(request), await account_of(request)
         params = params_of(request)
         chunks = views_csv_chunks(view, account, params)
@@ -112,7 +114,7 @@ def make_routes(ctx: ApiContext) -> list[web.RouteDef]:
             return _error(400, str(exc))
         response = web.StreamResponse(headers={
             "Content-Type": "text/csv; charset=utf-8",
-            "Content-Disposition": f'attachment; filename="{view}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}.csv"'})
+            "Content-Disposition": f'attachment; filename="{dump_filename(view, account, params)}"'})
         await response.prepare(request)
         await response.write(first)
         while chunk := await ctx.ch.run(next, chunks, b""):

@@ -85,6 +85,16 @@ def escape_cell(value: str) -> str:
     return "'" + value if value.startswith(FORMULA_STARTS) else value
 
 
+def dump_filename(view: str, account_id: str, params: Mapping[str, str]) -> str:
+    """What a download is saved as: the view and its date range in the dump's zone (one day: that day)."""
+    from query.views import _iso
+
+    q = parse(view, account_id, {k: v for k, v in params.items() if k != "excel"}, paging=False)
+    lo = _iso(q.start, q.tz)[:10] if q.start is not None else "all"
+    hi = _iso(q.end, q.tz)[:10] if q.end is not None else "now"
+    return f"{view}-{lo}.csv" if lo == hi else f"{view}-{lo}_{hi}.csv"
+
+
 def csv_chunks(ch, view: str, account_id: str, params: Mapping[str, str], *, stream: bool = False,
                chunk_rows: int | None = None) -> Iterator[bytes]:
     """The header, then whole CSV records, one chunk per query. Parameters are checked at the first next().

@@ -146,6 +146,7 @@ def test_csv_dump_equals_the_view(running):
     page = orjson.loads(body)
     status, dump, headers = call(worker, "events.csv", key, RANGE)
     assert status == 200 and headers["Content-Type"].startswith("text/csv")
+    assert headers["Content-Disposition"] == 'attachment; filename="events-2026-11-19_2026-11-21.csv"'  # its range
     table = list(csv.reader(io.StringIO(dump.decode("utf-8"))))
     header, data = table[0], table[1:]
     assert len(data) == len(page["rows"]) == 19
