@@ -94,7 +94,8 @@ EXPECTED_SCENARIO_LOG = sorted([
     # the engine still sent Bob an email after his removal: logged, and marked so it can be found
     ("sc-welcome", m(7), BOB, "s3", "e2", "", "automation_action", "automation_email_sent", "after_removal",
      "story-20"),
-    ("sc-welcome", m(8), BOB, "s3", "e2", "", "templates_opened", "templates_opened", "message", "story-21"),
+    # ...and his open of that email is marked the same way: `attribution=after_removal` finds both
+    ("sc-welcome", m(8), BOB, "s3", "e2", "", "templates_opened", "templates_opened", "after_removal", "story-21"),
     ("sc-cart", m(0), CAT, "c1", "", "started", "automation_started", "automation_started", "automation", "story-13"),
     ("sc-cart", m(1), CAT, "c1", "", "exited", "automation_exited", "automation_exited", "automation", "story-14"),
     ("sc-cart", m(2), CAT, "c1", "", "restarted", "automation_restarted", "automation_restarted", "automation",
