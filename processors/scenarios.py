@@ -35,6 +35,10 @@ CLOSED_MARKS = {"removed": "after_removal", "exited": "after_exit"}
 # How a scenario-log row is tied to its scenario (the column `attribution`, and the scenarios view's filter).
 ATTRIBUTIONS = ("automation", "message", "enrollment", *CLOSED_MARKS.values())
 MAX_SENDS = 200  # remembered sends per contact, for attribution of later opens and clicks
+# Each enrollment's last step changes ([time, event_id, step, open]): where the contact was when an open or a
+# click happened, for one that comes again (a crash re-delivers what followed the last commit) after later
+# changes were applied. Re-delivered events come from the last few minutes (the lateness), so a few suffice.
+STEP_HISTORY = 10
 
 SCENARIO_LOG_COLUMNS = (
     "account_id", "scenario_id", "scenario_name", "occurred_at", "contact_id", "email", "step_id", "start_id",
@@ -190,6 +194,7 @@ def _apply_automation(state: dict, ev: Envelope, t: int) -> tuple[str, dict, boo
     if changed:
         enr["updated_at"] = t
         enr["changes"] += 1
+        _record_step(enr, t, ev["event_id"])
     if kind == "automation_action":
         _remember_send(state, ev, sid, enr, t)
     return sid, enr, changed
@@ -241,7 +246,8 @@ def apply_event(state: dict, ev: Envelope, src: Source, out: Derived, t: int | N
         out.late += 1
         hit = _sent_by_step(state, ev, t)
         if hit:
-            out.scenario_rows.append(_scenario_row(ev, src, hit[0], state["enr"][hit[0]], hit[1], _sent_as(hit),
+            enr = state["enr"][hit[0]]
+            out.scenario_rows.append(_scenario_row(ev, src, hit[0], enr, _step_at(enr, mark, hit[1]), _sent_as(hit),
                                                    _sent_name(state, ev), _sent_under(hit)))
         return False
     # Tracker and email events read the state and never change it (no table write for them).
@@ -272,7 +278,30 @@ def _apply_late(ev: Envelope, enr: dict, t: int) -> bool:
                reason="manually_removed" if removed else ev["reason"], wait_until=None)
     enr["updated_at"] = max(enr["updated_at"], t)
     enr["changes"] += 1
+    _record_step(enr, t, ev["event_id"])
     return True
+
+
+def _record_step(enr: dict, t: int, event_id: str) -> None:
+    entry = [t, event_id, enr["step"], enr["status"] in ACTIVE]
+    history = enr.get("history")
+    if history is None:
+        enr["history"] = [entry]
+        return
+    history.append(entry)
+    if history[-2][:2] > entry[:2]:  # a late change: kept in event-time order
+        history.sort()
+    if len(history) > STEP_HISTORY:
+        del history[0]
+
+
+def _step_at(enr: dict, mark: list, sending_step: str) -> str:
+    """The step an open or a click at `mark` is logged at, as its in-order pass found it: the contact's step
+    then if the enrollment was open, else the step that sent the email (also when older than the history)."""
+    for entry in reversed(enr.get("history", ())):
+        if entry[:2] <= mark:
+            return entry[2] if entry[3] else sending_step
+    return sending_step
 
 
 def _sent_by_step(state: dict, ev: Envelope, t: int) -> list | None:
