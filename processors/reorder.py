@@ -4,6 +4,11 @@ Per partition, the watermark is the newest event time seen (never ahead of the w
 is released once the watermark is more than `lateness` past it, or when its partition has been quiet
 for `idle_s`: an event that arrives late by less than `lateness` is still applied in its place.
 Held events are not acknowledged, so a crash re-delivers them; nothing held is lost.
+
+What the watermark releases is decided per event, as it arrives, never per batch: the same messages give
+the same order of release however they were fetched, so a replay of the same topics derives the same rows
+(an event later than the lateness is applied after what its arrival found released, whichever batch brought
+it).
 """
 from __future__ import annotations
 
@@ -21,48 +26,56 @@ class ReorderBuffer:
         self._monotonic = monotonic
         self._wall_ms = wall_ms
         self._heaps: dict[int, list] = {}
+        # Released by the watermark as events arrived, in release order, until `release` hands them over
+        self._released: dict[int, list] = {}
         self._watermark: dict[int, int] = {}
         self._last_arrival: dict[int, float] = {}
         self._seq = itertools.count()
 
     def __len__(self) -> int:
-        return sum(len(h) for h in self._heaps.values())
+        return sum(len(h) for h in self._heaps.values()) + sum(len(r) for r in self._released.values())
 
     def add(self, partition: int, t_ms: int, event_id: str, item: Any) -> None:
         self.add_many([(partition, t_ms, event_id, item)])
 
     def add_many(self, entries: list[tuple[int, int, str, Any]]) -> None:
-        """(partition, event time, event_id, item) of one batch: the clocks are read once."""
-        wall, now, seq, push = self._wall_ms(), self._monotonic(), self._seq, heapq.heappush
-        heaps, watermark, arrived = self._heaps, self._watermark, self._last_arrival
+        """(partition, event time, event_id, item) of one batch, in arrival order: the clocks are read once."""
+        wall, now, seq, push, pop = self._wall_ms(), self._monotonic(), self._seq, heapq.heappush, heapq.heappop
+        heaps, watermark, arrived, released = self._heaps, self._watermark, self._last_arrival, self._released
+        lateness = self.lateness_ms
         for partition, t_ms, event_id, item in entries:
             heap = heaps.get(partition)
             if heap is None:
                 heap = heaps[partition] = []
             push(heap, (t_ms, event_id, next(seq), item))
-            if t_ms > watermark.get(partition, 0):
-                watermark[partition] = min(t_ms, wall)
+            mark = watermark.get(partition, 0)
+            if t_ms > mark:
+                mark = watermark[partition] = min(t_ms, wall)
+            if heap[0][0] < mark - lateness:  # what this arrival releases (a late event: itself)
+                out = released.get(partition)
+                if out is None:
+                    out = released[partition] = []
+                while heap and heap[0][0] < mark - lateness:
+                    out.append(pop(heap)[3])
             arrived[partition] = now
 
     def partitions(self) -> list[int]:
-        return [p for p, h in self._heaps.items() if h]
+        return [p for p, h in self._heaps.items() if h] + [p for p, r in self._released.items()
+                                                              if r and not self._heaps.get(p)]
 
     def items(self) -> list[tuple[int, Any]]:
         """Everything held, with its partition (for a checkpoint)."""
-        return [(p, e[3]) for p, heap in self._heaps.items() for e in sorted(heap)]
+        return [(p, item) for p, out in self._released.items() for item in out] + \
+            [(p, e[3]) for p, heap in self._heaps.items() for e in sorted(heap)]
 
     def release(self, partition: int, force: bool = False) -> list[Any]:
-        """Items of `partition` that can no longer be overtaken, in (event time, event_id) order."""
+        """Items of `partition` that can no longer be overtaken: what the watermark released as events arrived,
+        in that order, and, from a quiet partition (or `force`), everything held, in (event time, event_id)
+        order."""
+        out = self._released.pop(partition, [])
         heap = self._heaps.get(partition)
-        if not heap:
-            return []
-        if force or self._monotonic() - self._last_arrival.get(partition, 0.0) >= self.idle_s:
-            limit = None  # quiet partition: nothing more is coming for now
-        else:
-            limit = self._watermark.get(partition, 0) - self.lateness_ms
-        out = []
-        while heap and (limit is None or heap[0][0] < limit):
-            out.append(heapq.heappop(heap)[3])
+        if heap and (force or self._monotonic() - self._last_arrival.get(partition, 0.0) >= self.idle_s):
+            out.extend(heapq.heappop(heap)[3] for _ in range(len(heap)))
         return out
 
     def release_idle(self, caught_up: Callable[[int, float], bool] | None = None) -> list[Any]:
@@ -89,7 +102,7 @@ class ReorderBuffer:
         """On revocation: forget what is held; those events are unacknowledged and will be re-delivered."""
         dropped = 0
         for p in partitions:
-            dropped += len(self._heaps.pop(p, []))
+            dropped += len(self._heaps.pop(p, [])) + len(self._released.pop(p, []))
             self._watermark.pop(p, None)
             self._last_arrival.pop(p, None)
         return dropped
