@@ -3,10 +3,16 @@
 A re-driven message carries the header `autologs-redrive-of: <partition>:<offset>`; if it is still
 invalid, its new dead letter carries it too and is never re-driven automatically again (no loop). Every
 re-driven letter is recorded in the compacted topic `<prefix>.deadletters.redriven`, so running
-`dlq redrive` twice sends nothing twice.
+`dlq redrive` twice sends nothing twice. Two at once on one machine are serialized by a lock file in the
+data dir (the second waits, then finds the letters re-driven): reading that record and adding to it are not
+atomic otherwise.
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
+import time
 from datetime import datetime, timezone
 
 from aiokafka import AIOKafkaConsumer
@@ -93,13 +99,39 @@ def checked_fix(letter: DeadLetter, value: bytes, names) -> bytes:
     return partition_key(ev["account_id"], ev["email"], ev["contact_id"])
 
 
+@contextlib.asynccontextmanager
+async def _one_redrive_at_a_time(settings: Settings, wait_s: float = 60.0):
+    path = settings.data_dir / "dlq-redrive.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as lock:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise RedriveRefused(f"another `dlq redrive` has held {path} for over {wait_s:.0f} s; run this "
+                                         "one once it has finished. Nothing was sent.") from None
+                await asyncio.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 async def redrive(settings: Settings, letters: list[DeadLetter], fixes: dict[str, bytes] | None = None,
                   include_failed_redrives: bool = False, asked: set[str] | None = None) -> dict:
     """Send letters back to their source topic (fixed payloads where given); each letter only once.
 
     `asked`: the ids the operator named (with --id or --fix); each must be a letter. A fix must be for a
     letter not re-driven yet, and valid: otherwise nothing is sent."""
-    fixes = fixes or {}
+    async with _one_redrive_at_a_time(settings):
+        return await _redrive(settings, letters, fixes or {}, include_failed_redrives, asked)
+
+
+async def _redrive(settings: Settings, letters: list[DeadLetter], fixes: dict[str, bytes],
+                   include_failed_redrives: bool, asked: set[str] | None) -> dict:
     done = await redriven_ids(settings)
     names = topics(settings)
     known = {dl.id: dl for dl in letters}

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import orjson
 import pytest
@@ -15,7 +16,7 @@ from streams.simulate import SimulationSpec, generate
 from streams.topics import Topics, ensure_topics
 from tests import story
 from tests.examples import example, keyed, wait_drained
-from tests.support import WorkerProcess, run_cli
+from tests.support import AUTOLOGS, OUTSIDE, WorkerProcess, run_cli
 
 SNAPSHOTS = {
     "event_log": "SELECT * EXCEPT (ingested_at) FROM {db}.event_log FINAL ORDER BY account_id, event_id",
@@ -252,9 +253,19 @@ def test_dead_letters_redriven_land_once_or_return_once(settings, tmp_root):
         out = run_cli(worker.env, "dlq", "redrive", "--id", "9:999")
         assert out.returncode == 1 and "9:999: no such dead letter" in out.stderr, out.stdout + out.stderr
         fix.write_text(json.dumps({"id": by_type["form"], "value": {**bad_email, "email": "ann@example.com"}}) + "\n")
-        # The corrected payload lands; the still-invalid one is sent back as it is.
-        out = run_cli(worker.env, "dlq", "redrive", "--fix", str(fix))
-        assert out.returncode == 0 and out.stdout.startswith("1 re-driven (1 with a fix)"), out.stdout + out.stderr
+        # The corrected payload lands, once: two operators re-driving it at once with two corrections (times a
+        # minute apart, which would be two rows of the log) are served one after the other, and the second
+        # is refused (both used to be sent). The still-invalid one is sent back as it is, below.
+        other = tmp_root / f"{names.prefix}-fix-other.jsonl"
+        later = (datetime.fromisoformat(bad_email["occurred_at"]) + timedelta(minutes=1)).isoformat()
+        other.write_text(json.dumps({"id": by_type["form"], "value": {**bad_email, "email": "ann@example.com",
+                                                                     "occurred_at": later}}) + "\n")
+        both = [subprocess.Popen([AUTOLOGS, "dlq", "redrive", "--fix", str(f)], env=worker.env, text=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=OUTSIDE) for f in (fix, other)]
+        outs = [(*p.communicate(timeout=300), p.returncode) for p in both]
+        assert sorted(rc for _, _, rc in outs) == [0, 1], outs
+        assert [o.startswith("1 re-driven (1 with a fix)") for o, _, rc in outs if rc == 0] == [True], outs
+        assert ["re-driven already" in e for _, e, rc in outs if rc == 1] == [True], outs
         out = run_cli(worker.env, "dlq", "redrive", "--fix", str(fix))  # the same correction again
         assert out.returncode == 1 and "re-driven already" in out.stderr, out.stdout + out.stderr
 
