@@ -155,6 +155,7 @@ class Replay:
                                 "with this data dir). Run `autologs replay` without --resume to start a new one.")
         if not self.in_place and not resumed:
             self._prepare_shadow()
+            self._save_checkpoint()  # so that `--resume` works from the start (the next one comes 10 s later)
         caught_up = 0
         if not self._swapped and self._swapping is None:  # (a replay resumed in or after its swap goes on there)
             self._set_phase("replaying")

@@ -107,6 +107,21 @@ async def _story_replayed_once(settings, scratch, tmp_path):
     return s, db, plan, whole, tables(db)
 
 
+async def test_a_replay_that_crashed_in_its_first_seconds_can_be_resumed(settings, scratch, tmp_path):
+    """The first timed checkpoint comes after 10 s: a replay killed before it could not be resumed, though the
+    CLI said to (a replay of 300k events read for less than that; found in review)."""
+    s, db, plan, whole, straight = await _story_replayed_once(settings, scratch, tmp_path)
+
+    def crash_at_once(progress):
+        if progress.read:
+            raise Crash()
+
+    with pytest.raises(Crash):
+        await Replay(s, db, plan, progress=crash_at_once).run()
+    report = await Replay(s, db, plan).run(resume=True)
+    assert report.swapped and report.messages_read == whole.messages_read and tables(db) == straight
+
+
 async def test_a_replay_that_crashed_after_its_swap_resumes_with_the_catch_up(settings, scratch, monkeypatch,
                                                                            tmp_path):
     """The swap is done once: a resume goes on where the crash left it, and the held tail is not lost."""
