@@ -317,9 +317,9 @@ def _read_options(fn):
 
 
 def _worker_holds_data(settings) -> bool:
-    from autologs.processes import worker_health
+    from autologs.processes import worker_holding
 
-    return settings.embedded and worker_health(settings) is not None
+    return worker_holding(settings) is not None
 
 
 @cli.command()

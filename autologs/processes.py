@@ -38,6 +38,16 @@ def worker_health(settings: Settings, timeout: float = 2.0) -> dict | None:
         return None
 
 
+def worker_holding(settings: Settings) -> dict | None:
+    """The /health of the worker holding this data dir's embedded engine, or None: none answers on the web
+    port, or the one that does belongs to another data dir (and holds nothing of ours)."""
+    if not settings.embedded:
+        return None
+    health = worker_health(settings)
+    ours = str(settings.data_dir.resolve())
+    return health if health is not None and health.get("data_dir", ours) == ours else None
+
+
 def running_elsewhere(settings: Settings) -> dict | None:
     """The /health of a worker that serves this web port but was not started in the background (a foreground
     `autologs worker`), or None. Raises when that worker uses another data dir."""
@@ -161,7 +171,7 @@ def read_query(settings: Settings, query: str, parameters: dict | None = None) -
     refused = refuse_unless_read(query)
     if refused:
         raise ValueError(refused)
-    if settings.embedded and worker_health(settings) is not None:
+    if worker_holding(settings) is not None:
         return worker_query(settings, query, parameters)
     result = ClickHouse(settings).query(query, parameters, settings={"readonly": 2})
     # The same values as through the worker's JSON (dates as ISO 8601), whichever way the query went.

@@ -283,3 +283,14 @@ def test_a_line_is_shown_in_the_asked_zone_and_unknown_parameters_are_refused(ru
     assert status == 200 and orjson.loads(body)["occurred_at"].endswith("+01:00"), body
     status, body, _ = call(worker, "events/story-05", key, {"tzz": "Europe/Paris"})
     assert status == 400 and b"tzz" in body
+
+
+def test_a_worker_of_another_data_dir_on_the_web_port_holds_nothing_of_ours(running, tmp_path):
+    """Commands on a data dir no worker holds open it themselves, even when the web port answers for another
+    data dir's worker (migrate used to be refused, and sql sent to that worker's engine)."""
+    worker, _ = running
+    env = dict(worker.env, AUTOLOGS_DATA_DIR=str(tmp_path / "another"))
+    out = run_cli(env, "migrate")
+    assert out.returncode == 0, out.stdout + out.stderr
+    out = run_cli(env, "sql", "--format", "json", "SELECT count() AS n FROM {db}.event_log")
+    assert out.returncode == 0 and json.loads(out.stdout) == {"n": 0}, out.stdout + out.stderr  # not the worker's
