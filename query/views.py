@@ -117,6 +117,19 @@ def _eq(column: str, parse=_text, ptype: str = "String"):
     return build
 
 
+def _one_of(column: str, *allowed: str):
+    """One value, or several separated by commas (opens and clicks: `templates_opened,templates_clicked`)."""
+    pick = _choice(*allowed)
+
+    @_reads(column)
+    def build(name: str, raw: str):
+        wanted = sorted({pick(name, v.strip()) for v in raw.split(",") if v.strip()})
+        if not wanted:
+            raise QueryError(f"{name} must be one or more of {', '.join(allowed)}, separated by commas")
+        return f"{column} IN {{f_{name}:Array(String)}}", {f"f_{name}": wanted}
+    return build
+
+
 def _email(column: str):
     return _eq(column, lambda name, raw: _stored_email(_text(name, raw)))
 
@@ -189,7 +202,7 @@ SPECS: dict[str, View] = {
          ("url", "url"), ("message_id", "message_id"), ("template_id", _uint("template_id")),
          ("campaign_id", _uint("campaign_id")), ("scenario_id", "automation_id"), ("step_id", "step_id")),
         {"email": _email("email"), "contact_id": _eq("contact_id", _uint64, "UInt64"),
-         "event_type": _eq("event_type", _choice(*EVENT_TYPES)), "event_name": _eq("event_name"),
+         "event_type": _one_of("event_type", *EVENT_TYPES), "event_name": _eq("event_name"),
          "name": _contains("source_name"), "ip": _ip, "message_id": _eq("message_id"),
          "template_id": _eq("template_id", _uint64, "UInt64"), "campaign_id": _eq("campaign_id", _uint64, "UInt64"),
          "scenario": _eq("automation_id")},
@@ -203,9 +216,9 @@ SPECS: dict[str, View] = {
          ("message", lambda lang: sql_render_expression("message_code", "message_params", lang, "tz")),
          ("attribution", _translated("attribution", ATTRIBUTION_LABELS))),
         {"email": _email("email"), "contact_id": _eq("contact_id", _uint64, "UInt64"), "scenario": _eq("scenario_id"),
-         "step": _eq("step_id"), "type": _eq("type", _choice(*EVENT_TYPES)),
-         "workflow_point": _eq("workflow_point", _choice(*WORKFLOW_POINTS)),
-         "attribution": _eq("attribution", _choice(*ATTRIBUTIONS))},
+         "step": _eq("step_id"), "type": _one_of("type", *EVENT_TYPES),
+         "workflow_point": _one_of("workflow_point", *WORKFLOW_POINTS),
+         "attribution": _one_of("attribution", *ATTRIBUTIONS)},
         # The email and step filters use skip indexes under FINAL. Exact mode would also read every granule
         # sharing sorting-key values with a selected one, in case a newer copy of a row no longer matches;
         # here every copy of a row is derived from the same event and carries the same email and step, so

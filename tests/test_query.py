@@ -176,6 +176,11 @@ def test_every_event_filter_narrows_to_exactly_the_expected_rows(db):
         assert ids(db, "events", A, RANGE | {name: value}) == expected, (name, value)
     both = ids(db, "events", A, RANGE | {"event_type": "page", "ip": "internal"})
     assert both == {i for i in ids(db, "events", A, RANGE | {"ip": "internal"}) if i.startswith("ex-page-")}
+    engaged = ids(db, "events", A, RANGE | {"event_type": "templates_opened, templates_clicked"})
+    assert engaged and engaged == {i for i in everything if i.startswith(("ex-templates_opened-",
+                                                                         "ex-templates_clicked-"))}
+    with pytest.raises(QueryError, match="event_type"):
+        views.page(db, "events", A, RANGE | {"event_type": "templates_opened,nope"})
 
 
 PHASE_ONE = [e for e in story.EXPECTED_SCENARIO_LOG if e[9] not in ("removal", "story-20", "story-21")]
