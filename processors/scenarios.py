@@ -94,7 +94,9 @@ def _params(ev: Envelope, sent_name: str = "") -> tuple[str, dict]:
         return t, {"action": ev["action"], "step": ev["step_id"]}
     if t == "automation_exited":
         return t, {"reason": ev["reason"]}
-    if t in ("automation_started", "automation_restarted", "automation_removed", "identify"):
+    if t == "automation_removed":  # who removed the contact: shown in the expanded line (message_params)
+        return t, {"by": ev["removed_by"]} if ev.get("removed_by") else {}
+    if t in ("automation_started", "automation_restarted", "identify"):
         return t, {}
     if t == "track":
         return t, {"name": ev["event_name"]}

@@ -413,3 +413,13 @@ def test_what_the_watermark_releases_does_not_depend_on_how_arrivals_were_batche
     assert sorted(one_by_one) == list(range(400)) and one_by_one != sorted(one_by_one)  # late ones come late
     for size in (3, 20, 77, 400):
         assert released(size) == one_by_one, size
+
+
+def test_a_removal_line_keeps_who_removed_the_contact():
+    """`contacts remove --by` is kept in the log: in the removal's scenario-log line (its expanded
+    message_params), not only in the event log's details; the message itself is the help page's."""
+    state, out = _one_contact(_ev("automation_started", 0, "start"),
+                              _ev("automation_removed", 10, "removed", removed_by="marie@shop.example"))
+    removal = [r for r in out.scenario_rows if r[13] == "removed"][0]
+    assert orjson.loads(removal[11]) == {"by": "marie@shop.example"}
+    assert render(removal[10], removal[11], "fr", "UTC") == "Le contact a été supprimé manuellement du scénario"
