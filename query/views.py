@@ -572,8 +572,9 @@ def detail(ch, view: str, account_id: str, row_id: str, *, tz: str = "UTC", lang
     if lang not in LANGUAGES:
         raise QueryError(f"lang must be one of {', '.join(LANGUAGES)}; got {lang!r}")
     cond, params = _id_condition(view, row_id)
+    # Two event-log rows share an id when a producer re-sent the event with another time: the newest is shown
     result = ch.query(f"SELECT * FROM {{db}}.{SPECS[view].table} FINAL WHERE account_id = {{account:String}} "
-                      f"AND {cond} LIMIT 1", {"account": account_id, **params})
+                      f"AND {cond} ORDER BY {SPECS[view].time} DESC LIMIT 1", {"account": account_id, **params})
     if not result.result_rows:
         return None
     row: dict[str, Any] = {"id": row_id}

@@ -728,3 +728,13 @@ def test_a_send_after_a_manual_removal_is_marked_on_the_page_and_can_be_filtered
     by_contact = views.page(db, "scenarios", account, params | {"email": "marc@example.com"})
     assert sorted(r["attribution"] for r in by_contact["rows"]) == ["après la suppression manuelle",
                                                                     "événement du scénario"]
+
+
+def test_the_detail_of_an_id_two_rows_share_is_the_newer(db):
+    """A producer that re-sent an event with another time made two rows: the detail shows the newer, not
+    whichever the engine reads first."""
+    ev = example("form", 90, account="acct-resent", event_id="resent-1")  # its own account: db is shared
+    later = dict(ev, occurred_at=(datetime.fromisoformat(ev["occurred_at"]) + timedelta(minutes=3)).isoformat())
+    db.insert("event_log", _rows([later, ev]), EVENT_LOG_COLUMNS)
+    shown = views.detail(db, "events", "acct-resent", "resent-1", tz="UTC")
+    assert shown["occurred_at"].startswith(later["occurred_at"][:19]), shown["occurred_at"]
