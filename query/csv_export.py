@@ -59,7 +59,7 @@ _COPY_SETTINGS = _SETTINGS + ", do_not_merge_across_partitions_select_final = 1,
 # such as French): a UTF-8 byte-order mark, ';' between cells, and dates as 2026-11-20 11:00:00.000 (in
 # `tz`, without the offset, which stops a spreadsheet recognising a date).
 EXCEL_BOM = b"\xef\xbb\xbf"
-DATE_COLUMNS = ("date", "entered_at")
+DATE_COLUMNS = ("date", "entered_at", "waiting_until", "last_change")
 
 
 def _excel(raw: str) -> bool:
@@ -105,7 +105,7 @@ def csv_chunks(ch, view: str, account_id: str, params: Mapping[str, str], *, str
     params = dict(params)
     excel = _excel(params.pop("excel", ""))
     q = parse(view, account_id, params, paging=False)  # a limit or a cursor is refused: a dump is every row
-    columns = q.columns()
+    columns = q.columns(dump=True)
     header = io.StringIO()
     csv.writer(header, lineterminator="\r\n", delimiter=";" if excel else ",").writerow([name for name, _ in columns])
     yield (EXCEL_BOM if excel else b"") + header.getvalue().encode()

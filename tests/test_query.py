@@ -419,8 +419,18 @@ def test_a_csv_dump_equals_the_view(db, monkeypatch, view, account, params, chun
     written = export_csv(db, view, account, params, out, progress.append)
     table = _read_csv(out.getvalue())
     header, data = table[0], table[1:]
-    assert header == [c for c in page["columns"] if c != "id"]
-    assert data == [[escape_cell(row[c]) for c in header] for row in page["rows"]]
+    extra = [name for name, _ in views.SPECS[view].dump_columns]  # what a dump adds after the page's columns
+    shown = [c for c in page["columns"] if c != "id"]
+    assert header == shown + extra
+    assert [line[:len(shown)] for line in data] == [[escape_cell(row[c]) for c in shown] for row in page["rows"]]
+    tz = params.get("tz", "UTC")
+    for line, row in zip(data, page["rows"]):
+        added = dict(zip(extra, line[len(shown):]))
+        if view == "events":
+            assert added == {"event_id": row["id"]}
+        elif view == "contacts":
+            full = views.detail(db, view, account, row["id"], tz=tz)
+            assert added == {"waiting_until": full["wait_until"] or "", "last_change": full["updated_at"]}, added
     assert written == sum(progress) == len(page["rows"]) > 0
     assert out.getvalue() == b"".join(csv_chunks(db, view, account, params))
     assert out.getvalue().count(b"\r\n") >= len(data) + 1  # RFC 4180 line ends
@@ -451,7 +461,8 @@ def test_the_events_dump_reads_the_time_ordered_copy_and_equals_the_pages(db, mo
     assert rows
     dump = b"".join(csv_chunks(db, "events", A, params))
     header, *data = _read_csv(dump)
-    assert data == [[escape_cell(row[c]) for c in header] for row in rows]
+    assert header[-1] == "event_id"  # added to the page's columns: what an analyst joins on
+    assert data == [[escape_cell(row["id"] if c == "event_id" else row[c]) for c in header] for row in rows]
     # export_csv streams chunks of EXPORT_CHUNK_ROWS in pieces of STREAM_READ bytes, counting rows on the fly
     monkeypatch.setattr(csv_export, "EXPORT_CHUNK_ROWS", 2)
     monkeypatch.setattr(csv_export, "STREAM_READ", 5)
@@ -530,7 +541,8 @@ def test_csv_checks_parameters_at_the_first_chunk_and_an_empty_account_gets_a_he
     for paging in ({"limit": "2"}, {"cursor": "abc"}):  # a page's parameters: a dump is every row of the range
         with pytest.raises(QueryError, match="a dump has every row"):
             next(csv_chunks(db, "events", A, RANGE | paging))
-    assert _read_csv(b"".join(csv_chunks(db, "events", "acct-nobody", {}))) == [list(views.COLUMNS["events"][1:])]
+    assert _read_csv(b"".join(csv_chunks(db, "events", "acct-nobody", {}))) == [[*views.COLUMNS["events"][1:],
+                                                                                 "event_id"]]
 
 
 # ---- isolation and injection ---------------------------------------------------------------------------------
