@@ -21,6 +21,7 @@ import difflib
 import hashlib
 import json
 import logging
+import unicodedata
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from functools import lru_cache
@@ -142,10 +143,17 @@ def _stored_email(raw: str) -> str:
         return raw.lower()
 
 
+def _without_accents(text: str) -> str:
+    return "".join(c for c in unicodedata.normalize("NFD", text) if not unicodedata.category(c).startswith("M"))
+
+
 def _contains(column: str):
+    """Case and accents ignored: a marketer typing `ete` finds "Soldes d'été"."""
     @_reads(column)
     def build(name: str, raw: str):
-        return f"positionCaseInsensitiveUTF8({column}, {{f_{name}:String}}) > 0", {f"f_{name}": _text(name, raw)}
+        folded = f"replaceRegexpAll(normalizeUTF8NFD({column}), '\\\\pM', '')"
+        return (f"positionCaseInsensitiveUTF8({folded}, {{f_{name}:String}}) > 0",
+                {f"f_{name}": _without_accents(_text(name, raw))})
     return build
 
 

@@ -750,3 +750,14 @@ def test_the_detail_of_an_id_two_rows_share_is_the_newer(db):
     db.insert("event_log", _rows([later, ev]), EVENT_LOG_COLUMNS)
     shown = views.detail(db, "events", "acct-resent", "resent-1", tz="UTC")
     assert shown["occurred_at"].startswith(later["occurred_at"][:19]), shown["occurred_at"]
+
+
+def test_a_name_filter_ignores_accents_and_case(db):
+    """A marketer typing `ete` (or `ÉTÉ`) finds the form "Soldes d'été"; `e` alone does not match `é` in
+    positionCaseInsensitiveUTF8 by itself (found in review)."""
+    ev = example("form", 91, account="acct-accents", event_id="accents-1", form_name="Soldes d'été")
+    other = example("form", 92, account="acct-accents", event_id="accents-2", form_name="Newsletter")
+    db.insert("event_log", _rows([ev, other]), EVENT_LOG_COLUMNS)
+    for typed in ("ete", "ÉTÉ", "d'été", "soldes d'ete"):
+        rows = views.page(db, "events", "acct-accents", RANGE | {"name": typed})["rows"]
+        assert [r["id"] for r in rows] == ["accents-1"], typed
