@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, Awaitable, Callable, Protocol
 
 from pydantic import ValidationError
@@ -90,6 +91,9 @@ class Held:
 
     def __repr__(self) -> str:
         return f"Held({self.order!r}, {self.contact!r}, {self.source!r})"
+
+
+_order = attrgetter("order")
 
 
 def _itself(message: Any) -> Any:
@@ -306,8 +310,10 @@ class Pipeline:
         ordered: dict[bytes, list[Held]] = {}
         for h in released:
             ordered.setdefault(h.contact, []).append(h)
+        barriers = set()
         for r in removals:
             key = r.contact
+            barriers.add(key)
             barrier = self.held.take_contact(r.source.partition, lambda h, key=key: h.contact == key, r.order[0])
             ordered.setdefault(key, []).extend(barrier + [r])
         derived = Derived()
@@ -317,6 +323,9 @@ class Pipeline:
             # messages are applied in the same order whatever batches brought them (an event later than the
             # lateness comes after what was released before it; sorted within its batch, it used to land
             # among them or not depending on the batch: replays of one topic differed by hundreds of rows).
+            # A removal is placed by its time among what its batch released of the contact: a barrier.
+            if key in barriers:
+                items.sort(key=_order)
             state = load_state(self.states.get(key))
             dirty = False
             for h in items:
