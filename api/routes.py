@@ -129,15 +129,17 @@ def make_routes(ctx: ApiContext) -> list[web.RouteDef]:
 
     async def remove(request: web.Request) -> web.Response:
         account = await account_of(request)
-        try:
-            body = await request.json(loads=orjson.loads)
-        except Exception:
-            return _error(400, 'send JSON: {"scenario": "...", "contacts": ["email or id", ...]}')
         shape = ' (send {"scenario": "...", "contacts": ["email or id", ...]}). Nothing was removed.'
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError as exc:
+            return _error(400, f"the body is not valid JSON: {exc}" + shape)
         if not isinstance(body, dict):
             return _error(400, "the body is not a JSON object" + shape)
-        if not isinstance(body.get("scenario"), str) or not body["scenario"]:
+        if not isinstance(body.get("scenario"), str):
             return _error(400, "'scenario' is missing or not a string: the scenario's id" + shape)
+        if not body["scenario"].strip():
+            return _error(400, "'scenario' is empty: give the scenario's id" + shape)
         if not isinstance(body.get("contacts"), list):
             return _error(400, "'contacts' is missing or not a list: a list of emails or contact ids, even for "
                                "one contact" + shape)
@@ -145,6 +147,8 @@ def make_routes(ctx: ApiContext) -> list[web.RouteDef]:
         if wrong:
             return _error(400, f"'contacts' holds {orjson.dumps(wrong[0]).decode()[:80]}: each contact is an email "
                                "or a contact id (a string or a number)" + shape)
+        if "by" in body and not isinstance(body["by"], str):
+            return _error(400, "'by' is not a string: who asks for the removal, e.g. an email" + shape)
         unknown = sorted(set(body) - {"scenario", "contacts", "at", "by"})
         if unknown:  # a misspelt "at" or "by" must not be dropped silently
             return _error(400, f"unknown field {unknown[0]!r}; the fields are scenario, contacts, at (ISO 8601, "

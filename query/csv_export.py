@@ -90,9 +90,12 @@ def dump_filename(view: str, account_id: str, params: Mapping[str, str]) -> str:
     from query.views import _iso
 
     q = parse(view, account_id, {k: v for k, v in params.items() if k != "excel"}, paging=False)
-    lo = _iso(q.start, q.tz)[:10] if q.start is not None else "all"
-    hi = _iso(q.end, q.tz)[:10] if q.end is not None else "now"
-    return f"{view}-{lo}.csv" if lo == hi else f"{view}-{lo}_{hi}.csv"
+    bounded = SPECS[view].default_range  # contacts: only the bounds given
+    lo = _iso(q.start, q.tz)[:10] if q.start is not None and (bounded or "from" in params) else None
+    hi = _iso(q.end, q.tz)[:10] if q.end is not None and (bounded or "to" in params) else None
+    if lo and hi:
+        return f"{view}-{lo}.csv" if lo == hi else f"{view}-{lo}_{hi}.csv"
+    return f"{view}-from-{lo}.csv" if lo else f"{view}-until-{hi}.csv" if hi else f"{view}.csv"
 
 
 def csv_chunks(ch, view: str, account_id: str, params: Mapping[str, str], *, stream: bool = False,

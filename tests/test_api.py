@@ -128,9 +128,17 @@ def test_contacts_scenarios_detail_and_removal(running):
     for wrong, says in (({"contacts": [story.CAT]}, b"'scenario' is missing"),
                         ({"scenario": "sc-cart", "contacts": story.CAT}, b"'contacts' is missing or not a list"),
                         ({"scenario": "sc-cart", "contacts": [{"email": story.CAT}]}, b"'contacts' holds {"),
-                        ([story.CAT], b"not a JSON object")):
+                        ([story.CAT], b"not a JSON object"),
+                        ({"scenario": " ", "contacts": [story.CAT]}, b"'scenario' is empty"),
+                        ({"scenario": "sc-cart", "contacts": [story.CAT], "by": ["x"]}, b"'by' is not a string")):
         status, body, _ = call(worker, "contacts/remove", key, body=wrong)
         assert status == 400 and says in body and b"Nothing was removed" in body, body
+    request = urllib.request.Request(f"http://127.0.0.1:{worker.port}/api/v1/contacts/remove", method="POST",
+                                     data=b'{"scenario": "sc-cart", "contacts": ["x"],}',
+                                     headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=60)
+    assert refused.value.code == 400 and b"not valid JSON: " in refused.value.read()
     status, body, _ = call(worker, "contacts/remove", key, body={"scenario": "sc-cart",
                                                                  "contacts": [story.CAT, story.DAN]})
     assert status == 200, body
@@ -147,6 +155,10 @@ def test_csv_dump_equals_the_view(running):
     status, dump, headers = call(worker, "events.csv", key, RANGE)
     assert status == 200 and headers["Content-Type"].startswith("text/csv")
     assert headers["Content-Disposition"] == 'attachment; filename="events-2026-11-19_2026-11-21.csv"'  # its range
+    for params, name in (({}, "contacts.csv"), ({"from": "2026-11-19"}, "contacts-from-2026-11-19.csv"),
+                         ({"to": "2026-11-21"}, "contacts-until-2026-11-21.csv")):  # no range unless asked
+        status, _, headers = call(worker, "contacts.csv", key, params)
+        assert status == 200 and headers["Content-Disposition"] == f'attachment; filename="{name}"', headers
     table = list(csv.reader(io.StringIO(dump.decode("utf-8"))))
     header, data = table[0], table[1:]
     assert len(data) == len(page["rows"]) == 19
