@@ -31,10 +31,29 @@ def _errors() -> dict:
             "403": {"description": "The key belongs to another account", "content": body}}
 
 
+FILTER_DESCRIPTIONS = {
+    "email": "The contact's email (any case; an international domain in either form).",
+    "contact_id": "The contact's id (a whole number).",
+    "event_type": "One event type, or several separated by commas (templates_opened,templates_clicked).",
+    "event_name": "The name of a tracked event (type track), e.g. order_created.",
+    "name": "Part of the form / list / email / automation name; case and accents ignored (ete finds été).",
+    "ip": "An IP address (::ffff:192.0.2.7 finds 192.0.2.7), or 'internal' for internal requests.",
+    "message_id": "The email's message id, with or without its angle brackets.",
+    "template_id": "A transactional template id.",
+    "campaign_id": "A campaign id.",
+    "scenario": "The scenario's id (scenario_id in the rows).",
+    "step": "One step id.",
+    "type": "One event type, or several separated by commas.",
+    "workflow_point": "started, restarted, exited, manually_removed; several separated by commas.",
+    "attribution": "automation, message, enrollment, after_removal, after_exit; several separated by commas.",
+    "status": "'all', or a list of active, waiting, exited, removed separated by commas (default active,waiting).",
+}
+
+
 def document() -> dict:
     paths: dict = {}
     for view in views.VIEWS:
-        filters = [_param(name, f"Filter on {name}.") for name in views.FILTERS[view]]
+        filters = [_param(name, FILTER_DESCRIPTIONS.get(name, f"Filter on {name}.")) for name in views.FILTERS[view]]
         params = [_param(n, d) for n, d in (*COMMON, ACCOUNT)] + filters
         paths[f"/api/v1/{view}"] = {"get": {
             "summary": f"A page of {view}, newest first (keyset pagination)", "parameters": params,
@@ -47,12 +66,17 @@ def document() -> dict:
             "parameters": [p for p in params if p["name"] not in ("limit", "cursor")] + [_param(
                 "excel", "1: for a spreadsheet opened by a double click (a UTF-8 byte-order mark, ';' between cells, "
                          "dates as 2026-11-20 11:00:00.000 in tz)")],
-            "responses": {"200": {"description": "CSV, UTF-8, RFC 4180", "content": {"text/csv": {}}}, **_errors()}}}
+            "responses": {"200": {"description": "CSV, UTF-8, RFC 4180: the page's columns, then what a dump adds "
+                                                 "(events: event_id; contacts: waiting_until, last_change); saved "
+                                                 "as {view}-{from}_{to}.csv", "content": {"text/csv": {}}},
+                          **_errors()}}}
         paths[f"/api/v1/{view}/{{row_id}}"] = {"get": {
             "summary": "Every technical field of one line (the expanded log)",
             "parameters": [{"name": "row_id", "in": "path", "required": True, "schema": {"type": "string"}},
                            *(_param(n, d) for n, d in COMMON if n in ("tz", "lang")), _param(*ACCOUNT)],
-            "responses": {"200": {"description": "the line: every field of the table, typed; dates in tz",
+            "responses": {"200": {"description": "the line: every field of the table, typed; dates in tz; the help "
+                                                 "page's names beside them (created_at, email_id, sib_type; date, "
+                                                 "user_email, workflow_points); ip as the line shows it",
                                   "content": {"application/json": {"schema": {"type": "object"}}}},
                           "404": {"description": "no such line in this account"}, **_errors()}}}
     paths["/api/v1/contacts/remove"] = {"post": {

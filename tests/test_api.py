@@ -287,6 +287,14 @@ def test_openapi_document_lists_every_endpoint(running):
     assert page["limit"]["schema"]["maximum"] == 1000 and "account" in page and "email" in page
     detail = {p["name"] for p in paths["/api/v1/events/{row_id}"]["get"]["parameters"]}
     assert {"row_id", "tz", "lang", "account"} <= detail
+    # Every filter says what it takes (lists, accents), not just its name
+    from api.openapi import FILTER_DESCRIPTIONS
+    from query import views
+    for view in ("events", "scenarios", "contacts"):
+        described = {p["name"]: p["description"] for p in paths[f"/api/v1/{view}"]["get"]["parameters"]}
+        assert set(views.FILTERS[view]) <= set(FILTER_DESCRIPTIONS), view
+        assert all(described[f] == FILTER_DESCRIPTIONS[f] for f in views.FILTERS[view]), view
+    assert "commas" in page["event_type"]["description"] and "accents" in page["name"]["description"]
 
 
 def test_a_line_is_shown_in_the_asked_zone_and_unknown_parameters_are_refused(running):
