@@ -144,14 +144,16 @@ def _stored_email(raw: str) -> str:
 
 
 def _without_accents(text: str) -> str:
-    return "".join(c for c in unicodedata.normalize("NFD", text) if not unicodedata.category(c).startswith("M"))
+    """As the name filter compares names: without accents, and with a typographic apostrophe as a plain one."""
+    return "".join(c for c in unicodedata.normalize("NFD", text)
+                   if not unicodedata.category(c).startswith("M")).replace("\u2019", "'")
 
 
 def _contains(column: str):
     """Case and accents ignored: a marketer typing `ete` finds "Soldes d'été"."""
     @_reads(column)
     def build(name: str, raw: str):
-        folded = f"replaceRegexpAll(normalizeUTF8NFD({column}), '\\\\pM', '')"
+        folded = f"replaceAll(replaceRegexpAll(normalizeUTF8NFD({column}), '\\\\pM', ''), '\u2019', '\\'')"
         return (f"positionCaseInsensitiveUTF8({folded}, {{f_{name}:String}}) > 0",
                 {f"f_{name}": _without_accents(_text(name, raw))})
     return build

@@ -756,8 +756,12 @@ def test_a_name_filter_ignores_accents_and_case(db):
     """A marketer typing `ete` (or `ÉTÉ`) finds the form "Soldes d'été"; `e` alone does not match `é` in
     positionCaseInsensitiveUTF8 by itself (found in review)."""
     ev = example("form", 91, account="acct-accents", event_id="accents-1", form_name="Soldes d'été")
+    curly = example("form", 93, account="acct-accents", event_id="accents-3", form_name="Soldes d’hiver")
     other = example("form", 92, account="acct-accents", event_id="accents-2", form_name="Newsletter")
-    db.insert("event_log", _rows([ev, other]), EVENT_LOG_COLUMNS)
-    for typed in ("ete", "ÉTÉ", "d'été", "soldes d'ete"):
+    db.insert("event_log", _rows([ev, curly, other]), EVENT_LOG_COLUMNS)
+    for typed in ("ete", "ÉTÉ", "d'été", "soldes d'ete", "SOLDES D’ÉTÉ"):
         rows = views.page(db, "events", "acct-accents", RANGE | {"name": typed})["rows"]
         assert [r["id"] for r in rows] == ["accents-1"], typed
+    for typed in ("d'hiver", "D’HIVER"):  # a typographic apostrophe is a plain one, either side
+        assert [r["id"] for r in views.page(db, "events", "acct-accents", RANGE | {"name": typed})["rows"]] == \
+            ["accents-3"], typed
