@@ -42,7 +42,7 @@ FILTER_DESCRIPTIONS = {
     "template_id": "A transactional template id.",
     "campaign_id": "A campaign id.",
     "scenario": "The scenario's id (scenario_id in the rows).",
-    "step": "One step id.",
+    "step": "One step id, or several separated by commas (s1,s2).",
     "type": "One event type, or several separated by commas.",
     "workflow_point": "started, restarted, exited, manually_removed; several separated by commas.",
     "attribution": "automation, message, enrollment, after_removal, after_exit; several separated by commas.",
