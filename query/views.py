@@ -119,25 +119,16 @@ def _eq(column: str, parse=_text, ptype: str = "String"):
 
 
 def _one_of(column: str, *allowed: str):
-    """One value, or several separated by commas (opens and clicks: `templates_opened,templates_clicked`)."""
-    pick = _choice(*allowed)
+    """One value, or several separated by commas (`templates_opened,templates_clicked`, `s1,s2`): one of
+    `allowed` each, or, without `allowed`, free-text ids as given."""
+    pick = _choice(*allowed) if allowed else _text
+    what = f"one or more of {', '.join(allowed)}" if allowed else "one or more ids"
 
     @_reads(column)
     def build(name: str, raw: str):
         wanted = sorted({pick(name, v.strip()) for v in raw.split(",") if v.strip()})
         if not wanted:
-            raise QueryError(f"{name} must be one or more of {', '.join(allowed)}, separated by commas")
-        return f"{column} IN {{f_{name}:Array(String)}}", {f"f_{name}": wanted}
-    return build
-
-
-def _any_of(column: str):
-    """One id, or several separated by commas (`s1,s2`): free-text ids, each as given."""
-    @_reads(column)
-    def build(name: str, raw: str):
-        wanted = sorted({_text(name, v.strip()) for v in raw.split(",") if v.strip()})
-        if not wanted:
-            raise QueryError(f"{name}: give one or more ids separated by commas")
+            raise QueryError(f"{name} must be {what}, separated by commas")
         return f"{column} IN {{f_{name}:Array(String)}}", {f"f_{name}": wanted}
     return build
 
@@ -240,7 +231,7 @@ SPECS: dict[str, View] = {
          ("message", lambda lang: sql_render_expression("message_code", "message_params", lang, "tz")),
          ("attribution", _translated("attribution", ATTRIBUTION_LABELS))),
         {"email": _email("email"), "contact_id": _eq("contact_id", _uint64, "UInt64"), "scenario": _eq("scenario_id"),
-         "step": _any_of("step_id"), "type": _one_of("type", *EVENT_TYPES),
+         "step": _one_of("step_id"), "type": _one_of("type", *EVENT_TYPES),
          "workflow_point": _one_of("workflow_point", *WORKFLOW_POINTS),
          "attribution": _one_of("attribution", *ATTRIBUTIONS)},
         # The email and step filters use skip indexes under FINAL. Exact mode would also read every granule
@@ -256,7 +247,7 @@ SPECS: dict[str, View] = {
          ("status", _translated("status", ENROLLMENT_STATUSES)),
          ("entered_at", _date("entered_at"))),
         {"email": _email("email"), "contact_id": _eq("contact_id", _uint64, "UInt64"), "scenario": _eq("scenario_id"),
-         "step": _any_of("step_id"), "status": _status},
+         "step": _one_of("step_id"), "status": _status},
         defaults=(("status", "active,waiting"),), default_range=False,
         by_entry="enrollment_state_by_entry", email_key="contact_key",
         dump_columns=(("waiting_until", f"if(isNull(wait_until), '', {_date('assumeNotNull(wait_until)')})"),
