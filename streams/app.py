@@ -31,6 +31,8 @@ def create_app(settings: Settings) -> faust.App:
         broker_commit_interval=settings.commit_interval_s,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
+        # web_bind is the address Faust listens on (it defaults to every interface); web_host only names it
+        web_bind=settings.web_host,
         web_host=settings.web_host,
         web_port=settings.web_port,
         web_in_thread=False,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
+import ipaddress
 import json
 import subprocess
 import urllib.error
@@ -99,6 +100,30 @@ def test_bad_parameters_get_a_clear_400(running, params, words):
     status, body, _ = call(worker, "events", keys["acct-story"], RANGE | params)
     assert status == 400, body
     assert words in orjson.loads(body)["error"]
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """Local addresses of the TCP sockets listening on `port`, as the kernel lists them."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = open(table).read().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            fields = line.split()
+            address, port_hex = fields[1].split(":")
+            if fields[3] == "0A" and int(port_hex, 16) == port:  # 0A: LISTEN
+                raw = bytes.fromhex(address)  # 32-bit words, each in the host's (little-endian) order
+                found.add(str(ipaddress.ip_address(b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4)))))
+    return found
+
+
+def test_the_worker_listens_on_the_configured_address_only(running):
+    """AUTOLOGS_WEB_HOST (127.0.0.1 by default) is where the web server binds: Faust's own pages and /health
+    must not answer from the machine's other addresses (they did: Faust binds web_bind, not web_host)."""
+    worker, _ = running
+    assert _listening_addresses(worker.port) == {"127.0.0.1"}
 
 
 def test_contacts_scenarios_detail_and_removal(running):
