@@ -9,11 +9,13 @@ from __future__ import annotations
 from functools import partial
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 
 import orjson
 from aiohttp import web
+from aiokafka.errors import KafkaError
 
 from autologs.admin import HEADER as ADMIN_HEADER, admin_key_matches
 from autologs.clickhouse import ClickHouse
@@ -21,6 +23,8 @@ from autologs.config import Settings
 from autologs.keys import KeyRing, is_revoked
 from autologs.removal import RemovalRefused, remove_contacts
 from query import views
+
+log = logging.getLogger("autologs.api")
 
 PREFIX = "/api/v1"
 
@@ -158,7 +162,8 @@ def make_routes(ctx: ApiContext) -> list[web.RouteDef]:
             try:
                 at = datetime.fromisoformat(str(body["at"]))
             except ValueError:
-                return _error(400, "'at' is not an ISO 8601 time")
+                return _error(400, f"'at' is {str(body['at'])[:40]!r}, not an ISO 8601 time: give e.g. "
+                                   "2026-11-26T10:00:00Z, or leave it out for now. Nothing was removed.")
 
         async def lookup(query: str, parameters: dict) -> list[list]:
             return await ctx.ch.run(ctx.ch.rows, query, parameters)
@@ -169,6 +174,12 @@ def make_routes(ctx: ApiContext) -> list[web.RouteDef]:
                                            lookup)
         except RemovalRefused as exc:
             return _error(400, str(exc))
+        except (KafkaError, OSError) as exc:  # the broker is down or unreachable: nothing is lost, send it again
+            log.warning("removal not sent: %s", exc)
+            return _error(503, f"the removal could not be sent: Kafka at {ctx.settings.kafka_bootstrap} does not "
+                               f"answer ({type(exc).__name__}). Nothing is removed until it is sent: start the "
+                               "broker (`autologs broker start`) and send the same request again (a contact "
+                               "already removed is not removed twice).")
         return _json({"request_id": result.request_id, "removed": result.removed,
                       "not_in_scenario": [{"contact": c, "reason": r} for c, r in result.not_in_scenario]})
 

@@ -128,6 +128,12 @@ async def remove_contacts(settings: Settings, account: str, scenario: str, given
     if not rows:  # nobody found: say so if the scenario itself is unknown in this account
         [[enrolled]] = await lookup(SCENARIO_KNOWN, {"account": account, "scenario": scenario})
         if not enrolled:
+            from query.views import SCENARIOS_NAMED
+
+            named = [i for i, in await lookup(SCENARIOS_NAMED, {"account": account, "name": scenario})]
+            if named:
+                raise RemovalRefused(f"{scenario!r} is the name of scenario {', '.join(named)}: give the scenario's "
+                                     f"id, e.g. {named[0]!r}. Nothing was removed.")
             raise RemovalRefused(f"scenario {scenario!r} has no contacts in account {account!r}: check both ids "
                                  f"(`autologs logs contacts --account {account} -f status=all` lists who is where). "
                                  "Nothing was removed.")

@@ -551,15 +551,18 @@ def page(ch, view: str, account_id: str, params: Mapping[str, str]) -> dict:
     return page_
 
 
+# The ids of the scenarios a text names, when it is a name and not an id (the page's hint, the removal's refusal).
+SCENARIOS_NAMED = ("SELECT DISTINCT scenario_id FROM {db}.enrollment_state WHERE account_id = {account:String} "
+                   "AND scenario_name = {name:String} AND scenario_id != {name:String} ORDER BY scenario_id LIMIT 5")
+
+
 def _scenario_named(ch, account_id: str, name: str) -> str | None:
     """An empty page filtered by a scenario *name* (the filter takes its id): say which id it is."""
-    ids = [i for i, in ch.rows("SELECT DISTINCT scenario_id FROM {db}.enrollment_state WHERE account_id = {a:String} "
-                               "AND scenario_name = {n:String} AND scenario_id != {n:String} LIMIT 5",
-                               {"a": account_id, "n": name})]
+    ids = [i for i, in ch.rows(SCENARIOS_NAMED, {"account": account_id, "name": name})]
     if not ids:
         return None
-    return (f"'scenario' takes the scenario's id, and {name!r} is the name of {', '.join(sorted(ids))}: "
-            f"filter with scenario={sorted(ids)[0]}")
+    return (f"'scenario' takes the scenario's id, and {name!r} is the name of {', '.join(ids)}: "
+            f"filter with scenario={ids[0]}")
 
 
 def _newest_first(keys: list[tuple]) -> bool:

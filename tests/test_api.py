@@ -155,7 +155,9 @@ def test_contacts_scenarios_detail_and_removal(running):
                         ({"scenario": "sc-cart", "contacts": [{"email": story.CAT}]}, b"'contacts' holds {"),
                         ([story.CAT], b"not a JSON object"),
                         ({"scenario": " ", "contacts": [story.CAT]}, b"'scenario' is empty"),
-                        ({"scenario": "sc-cart", "contacts": [story.CAT], "by": ["x"]}, b"'by' is not a string")):
+                        ({"scenario": "sc-cart", "contacts": [story.CAT], "by": ["x"]}, b"'by' is not a string"),
+                        ({"scenario": "sc-cart", "contacts": [story.CAT], "at": "noon"},
+                         b"not an ISO 8601 time: give e.g. 2026-11-26T10:00:00Z")):
         status, body, _ = call(worker, "contacts/remove", key, body=wrong)
         assert status == 400 and says in body and b"Nothing was removed" in body, body
     request = urllib.request.Request(f"http://127.0.0.1:{worker.port}/api/v1/contacts/remove", method="POST",
@@ -340,3 +342,39 @@ def test_a_worker_of_another_data_dir_on_the_web_port_holds_nothing_of_ours(runn
     assert out.returncode == 0, out.stdout + out.stderr
     out = run_cli(env, "sql", "--format", "json", "SELECT count() AS n FROM {db}.event_log")
     assert out.returncode == 0 and json.loads(out.stdout) == {"n": 0}, out.stdout + out.stderr  # not the worker's
+
+
+async def test_a_removal_while_kafka_is_down_says_so_in_json_and_sends_nothing(ch, settings):
+    """The API must not answer a bare 500 when the broker is down: a JSON 503 that says nothing was removed and
+    what to do. A scenario given by its name is refused with its id (the pages already hint it)."""
+    import socket
+    from datetime import datetime, timezone
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from api.routes import ApiContext, make_app
+    from autologs.keys import KeyRing, create_key
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    now = datetime.now(timezone.utc)
+    ch.insert("enrollment_state", [["acct-down", "sc-down", "eve@example.com", 0, "eve@example.com", "Welcome down",
+                                    "", "s1", "active", now, now, "", None, "e-1", 1]],
+              ["account_id", "scenario_id", "contact_key", "contact_id", "email", "scenario_name", "start_id",
+               "step_id", "status", "entered_at", "updated_at", "exit_reason", "wait_until", "source_event_id",
+               "version"])
+    key = create_key(ch, "acct-down", "tests")
+    down = settings.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{closed}"})
+    async with TestClient(TestServer(make_app(ApiContext(down, ch, KeyRing(ch))))) as client:
+        auth = {"Authorization": f"Bearer {key}"}
+        response = await client.post("/api/v1/contacts/remove", headers=auth,
+                                     json={"scenario": "sc-down", "contacts": ["eve@example.com"]})
+        body = await response.json()
+        assert response.status == 503, body
+        assert "Nothing is removed until it is sent" in body["error"] and "autologs broker start" in body["error"]
+        response = await client.post("/api/v1/contacts/remove", headers=auth,
+                                     json={"scenario": "Welcome down", "contacts": ["eve@example.com"]})
+        body = await response.json()
+        assert response.status == 400 and "is the name of scenario sc-down" in body["error"], body
+        assert "Nothing was removed" in body["error"]
