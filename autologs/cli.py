@@ -297,8 +297,15 @@ def _read_params(account: str, date_from, date_to, tz, lang, filters) -> dict[st
         if "=" not in f:
             _fail(f"--filter {f!r}: write NAME=VALUE, e.g. --filter email=ann@example.com")
         name, value = f.split("=", 1)
+        if name in _OPTION_PARAMS:  # it would silently replace (or be replaced by) the option's value
+            _fail(f"--filter {f!r}: {name} is an option here, not a filter: write {_OPTION_PARAMS[name]} {value}")
         params[name] = value
     return params
+
+
+# Parameters of a read that the CLI takes as options (the HTTP API takes them as query parameters).
+_OPTION_PARAMS = {"account": "--account", "from": "--from", "to": "--to", "tz": "--tz", "lang": "--lang",
+                  "limit": "--limit", "cursor": "--cursor", "excel": "--excel"}
 
 
 def _read_options(fn):
@@ -764,7 +771,7 @@ def sql(query: str | None, fmt: str) -> None:
 
     Without QUERY (or with '-') the query is read from standard input: `autologs sql < report.sql`.
     """
-    from autologs.clickhouse import ClickHouseUnavailable
+    from autologs.clickhouse import ClickHouseUnavailable, QueryRefused
     from autologs.processes import read_query
 
     if query is None or query == "-":
@@ -777,6 +784,8 @@ def sql(query: str | None, fmt: str) -> None:
         columns, rows = read_query(get_settings(), query)
     except ClickHouseUnavailable as exc:
         _fail(str(exc))
+    except QueryRefused as exc:
+        _fail(f"not run: {exc}")
     except Exception as exc:
         _fail(f"query failed: {exc}")
     if fmt == "json":

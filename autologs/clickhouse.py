@@ -48,6 +48,10 @@ _OUTSIDE = re.compile(r"\b(file|fileCluster|url|urlCluster|remote|remoteSecure|c
 _FORMAT = re.compile(r"\bFORMAT\s+([A-Za-z0-9_]+)\s*;?\s*\Z", re.I)  # the client picks the output format
 
 
+class QueryRefused(ValueError):
+    """An analyst's query that is not run at all (see `refuse_unless_read`)."""
+
+
 def refuse_unless_read(query: str) -> str | None:
     """Why an analyst's query is refused, or None when it only reads.
 

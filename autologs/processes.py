@@ -166,11 +166,11 @@ def worker_query(settings: Settings, query: str, parameters: dict | None = None,
 
 def read_query(settings: Settings, query: str, parameters: dict | None = None) -> tuple[list[str], list[list]]:
     """A read-only query: through the worker when it holds the embedded engine, else directly."""
-    from autologs.clickhouse import ClickHouse, refuse_unless_read
+    from autologs.clickhouse import ClickHouse, QueryRefused, refuse_unless_read
 
     refused = refuse_unless_read(query)
     if refused:
-        raise ValueError(refused)
+        raise QueryRefused(refused)
     if worker_holding(settings) is not None:
         return worker_query(settings, query, parameters)
     result = ClickHouse(settings).query(query, parameters, settings={"readonly": 2})

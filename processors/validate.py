@@ -25,6 +25,7 @@ class Validated:
     invalid: list[tuple[RawMessage, str]]
 
 
+UINT64_MAX = 2**64 - 1
 # What a pattern allows, in words (schemas/events.py holds the patterns).
 PATTERN_HINTS = {
     "event_name": "a name without control characters (tabs, line breaks) and not only spaces",
@@ -65,6 +66,10 @@ def explain(exc: ValidationError) -> str:
         elif err["type"].startswith(("datetime", "date_")):
             parts.append(f"{loc}: {msg} (send ISO 8601 with an offset, e.g. 2026-11-27T10:00:00+01:00, or Unix "
                          f"time in seconds or milliseconds; got {str(err.get('input'))[:40]!r})")
+        elif err["type"] in ("less_than_equal", "greater_than_equal") and err.get("ctx", {}).get("le") == UINT64_MAX:
+            parts.append(f"{loc}: {str(err.get('input'))[:40]} does not fit in 64 bits (at most {UINT64_MAX})")
+        elif err["type"] == "greater_than_equal" and err.get("ctx", {}).get("ge") == 0:
+            parts.append(f"{loc}: {str(err.get('input'))[:40]} is negative (ids are whole numbers from 0)")
         elif err["type"] == "string_pattern_mismatch" and path and path[-1] in PATTERN_HINTS:
             parts.append(f"{loc}: {PATTERN_HINTS[path[-1]]}, not {str(err.get('input'))[:80]!r}")
         else:

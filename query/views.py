@@ -138,11 +138,13 @@ def _email(column: str):
 
 
 def _stored_email(raw: str) -> str:
-    """As events store it: lower-cased, an international domain in Unicode (schemas.events.normalize_email)."""
+    """As events store it: lower-cased, an international domain in Unicode (schemas.events.normalize_email).
+    Only valid addresses are stored, so anything else is refused rather than answered with an empty page."""
     try:
         return normalize_email(raw) or raw
-    except ValueError:  # not an address: it matches nothing, as it is
-        return raw.lower()
+    except ValueError:
+        raise QueryError(f"email: {raw[:80]!r} is not an email address; the filter takes a whole address, "
+                         "e.g. ann@example.com") from None
 
 
 def _without_accents(text: str) -> str:
@@ -169,7 +171,8 @@ def _ip(name: str, raw: str):
     try:
         text = canonical_ip(text) or text  # ::ffff:192.0.2.7 finds 192.0.2.7, as the event log stores it
     except ValueError:
-        pass  # not an address: it matches nothing
+        raise QueryError(f"ip: {text[:80]!r} is not an IP address; give one (e.g. 192.0.2.7 or 2001:db8::7), or "
+                         "'internal' for events triggered internally") from None
     return "ip = {f_ip:String}", {"f_ip": text}
 
 
@@ -177,9 +180,13 @@ def _ip(name: str, raw: str):
 def _status(name: str, raw: str):
     if raw == "all":
         return "", {}
-    wanted = sorted({_choice(*STATUSES)(name, s.strip()) for s in raw.split(",") if s.strip()})
+    try:
+        wanted = sorted({_choice(*STATUSES)(name, s.strip()) for s in raw.split(",") if s.strip()})
+    except QueryError:
+        wanted = []
     if not wanted:
-        raise QueryError(f"status must be 'all' or a comma-separated list of {', '.join(STATUSES)}")
+        raise QueryError(f"status must be 'all' or one or more of {', '.join(STATUSES)} separated by commas; "
+                         f"got {raw[:80]!r}")
     return "status IN {f_status:Array(String)}", {"f_status": wanted}
 
 
@@ -451,8 +458,8 @@ def parse(view: str, account_id: str, params: Mapping[str, str], *, paging: bool
     if unknown:
         close = difflib.get_close_matches(unknown[0], [*spec.filters, *COMMON], n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
-        raise QueryError(f"unknown filter {unknown[0]!r} for {view}; {hint}known: "
-                         f"{', '.join([*COMMON, *spec.filters])}")
+        raise QueryError(f"unknown filter {unknown[0]!r} for {view}; {hint}its filters are "
+                         f"{', '.join(spec.filters)} (besides {', '.join(COMMON)})")
     zone = _zone(values.get("tz", "UTC"))
     lang = values.get("lang", "en")
     if lang not in LANGUAGES:

@@ -56,7 +56,8 @@ class RemoveContact(BaseModel):
     def _utc(cls, v: datetime) -> datetime:
         v = v.replace(tzinfo=timezone.utc) if v.tzinfo is None else v.astimezone(timezone.utc)
         if v > datetime.now(timezone.utc) + MAX_FUTURE:  # as for events: it would hold the contact until then
-            raise ValueError("requested_at is more than 24 hours in the future")
+            raise ValueError(f"{v.isoformat()} is more than 24 hours in the future (check the sender's clock "
+                             "and time zone)")
         return v.replace(microsecond=v.microsecond // 1000 * 1000)
 
     @model_validator(mode="after")

@@ -110,9 +110,11 @@ def _utc_ms(v: datetime) -> datetime:
     if v > _future_limit[0]:
         _future_limit[0] = datetime.now(timezone.utc) + MAX_FUTURE
         if v > _future_limit[0]:
-            raise ValueError("occurred_at is more than 24 hours in the future")
+            raise ValueError(f"{v.isoformat()} is more than 24 hours in the future (check the sender's clock "
+                             "and time zone)")
     if v < OLDEST:
-        raise ValueError("occurred_at is before 2000-01-01")
+        raise ValueError(f"{v.isoformat()} is before 2000-01-01: send when the event happened (ISO 8601 with an "
+                         "offset, or Unix time in seconds or milliseconds)")
     return v
 
 

@@ -208,6 +208,9 @@ def test_cli_reads_and_exports_through_the_worker(running, tmp_path):
     wide = run_cli(worker.env, "logs", "scenarios", "--account", "acct-story", "--from", "2026-11-19", "--to",
                    "2026-11-21", "-f", "email=ann@example.com", "--wide")
     assert longest in wide.stdout  # ...whole with --wide
+    clash = run_cli(worker.env, "logs", "scenarios", "--account", "acct-story", "--from", "2026-11-19",
+                    "-f", "from=2026-11-20")  # it used to replace --from silently
+    assert clash.returncode == 1 and "from is an option here, not a filter: write --from 2026-11-20" in clash.stderr
     target = tmp_path / "scenarios.csv"
     out = run_cli(worker.env, "export", "scenarios", "--account", "acct-story", "--from", "2026-11-19", "--to", "2026-11-21",
               "--lang", "fr", "-o", str(target))
@@ -250,7 +253,8 @@ def test_a_refused_write_leaves_the_worker_writing(running, settings):
     for query in ("DROP TABLE {db}.api_keys", "INSERT INTO {db}.event_log (event_id) VALUES ('x')",
                   "SELECT 1 INTO OUTFILE '/tmp/autologs-outfile.csv'"):
         out = run_cli(worker.env, "sql", query)
-        assert out.returncode == 1 and ("only read statements" in out.stderr or "OUTFILE" in out.stderr), out.stderr
+        assert out.returncode == 1 and out.stderr.startswith("error: not run: "), out.stderr
+        assert "only read statements" in out.stderr or "OUTFILE" in out.stderr, out.stderr
     out = run_cli(worker.env, "sql", "--format", "json", "/* a comment */ (SELECT count() AS n FROM {db}.api_keys)")
     assert out.returncode == 0 and orjson.loads(out.stdout)["n"] >= 2, out.stderr
     # Pasted as the README shows them: beginning with a "-- comment", or from a file on standard input.
