@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from urllib.parse import quote
 
 import click
 import orjson
@@ -130,14 +131,16 @@ def run_demo(settings: Settings, contacts: int, seed: int) -> None:
                           "GROUP BY ALL ORDER BY account_id, scenario_name, step_id, status")
 
     section("8. Removing contacts from a scenario (as an operator would)")
+    # Three contacts of one scenario (the first that still has three: earlier runs removed some)
     _, picked = worker_query(settings, (
-        "SELECT account_id, scenario_id, email FROM {db}.enrollment_state FINAL "
-        "WHERE status IN ('active', 'waiting') AND entered_at >= fromUnixTimestamp64Milli({day_from:Int64}, 'UTC') "
+        "SELECT account_id, scenario_id, arraySlice(arraySort(groupArray(email)), 1, 3) AS emails "
+        "FROM {db}.enrollment_state FINAL "
+        "WHERE status IN ('active', 'waiting') AND email != '' "
+        "AND entered_at >= fromUnixTimestamp64Milli({day_from:Int64}, 'UTC') "
         "AND entered_at < fromUnixTimestamp64Milli({day_to:Int64}, 'UTC') "
-        "ORDER BY account_id, scenario_id, email LIMIT 3"), day)
+        "GROUP BY account_id, scenario_id ORDER BY length(emails) = 3 DESC, account_id, scenario_id LIMIT 1"), day)
     if picked:
-        account, scenario = picked[0][0], picked[0][1]
-        emails = [r[2] for r in picked if r[0] == account and r[1] == scenario]
+        account, scenario, emails = picked[0]
         result = asyncio.run(remove_contacts(settings, account, scenario, emails, by="demo"))
         click.echo(f"  autologs contacts remove --account {account} --scenario {scenario} {' '.join(emails)}")
         click.echo(f"  removed {len(result.removed)}; not in the scenario: {result.not_in_scenario or 'none'}")
@@ -150,9 +153,11 @@ def run_demo(settings: Settings, contacts: int, seed: int) -> None:
         click.echo(_table(columns[:5] + ["message (fr)"], [r[:5] + [render(r[5], r[6], "fr")] for r in rows], 50))
     section("9. Reads: a page of each view, and a CSV dump of each (the API the worker serves)")
     account = "acct-1"
+    someone = None  # a contact of the page, for the curl example below
     for view in ("events", "scenarios", "contacts"):
         with worker_api(settings, view, {"account": account, "limit": "5", "lang": "fr", "from": "2000-01-01"}) as r:
             page = orjson.loads(r.read())
+        someone = someone or next((row["email"] for row in page["rows"] if row.get("email")), None)
         shown = [c for c in page["columns"] if c != "id"]
         columns = [c for c in shown if c in DEMO_COLUMNS[view]]
         click.echo(f"  autologs logs {view} --account {account} --from 2000-01-01 --lang fr --limit 5"
@@ -168,8 +173,9 @@ def run_demo(settings: Settings, contacts: int, seed: int) -> None:
         click.echo(f"  CSV dump: {target} ({rows} rows)\n")
     key = _api_key(settings, account)
     click.echo(f"  API key for {account} (shown once): {key}")
+    one = f"email={quote(someone)}&" if someone else ""
     click.echo(f"  curl -H 'Authorization: Bearer {key}' "
-               f"'http://127.0.0.1:{settings.web_port}/api/v1/events?email=...&limit=50'")
+               f"'http://127.0.0.1:{settings.web_port}/api/v1/events?{one}from=2000-01-01&limit=50'")
     click.echo("\nThe broker and the worker keep running; `autologs stop` (or `make stop`) stops them.")
 
 

@@ -363,7 +363,8 @@ def test_the_demo_runs_end_to_end(settings, tmp_root):
         for section in ("5. Dead letters", "6. Scenario log", "7. Contacts in scenarios", "8. Removing contacts",
                         "9. Reads"):
             assert section in out.stdout, section
-        assert "Le contact a été supprimé manuellement du scénario" in out.stdout
+        assert "Le contact a été supprimé manuellement du scénario" in out.stdout and "removed 3;" in out.stdout
+        assert re.search(r"/api/v1/events\?email=\S+%40\S+&from=", out.stdout), out.stdout[-800:]  # a real contact
         letters = re.search(r"the newest \d+ of (\d+) dead letter", out.stdout)
         assert letters and int(letters.group(1)) >= 1 and "Authorization: Bearer al_" in out.stdout
         assert all((data / f"demo-{view}.csv").stat().st_size > 0 for view in ("events", "scenarios", "contacts"))
