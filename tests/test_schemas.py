@@ -420,3 +420,33 @@ def test_any_valid_track_event_becomes_a_row(event_id, event_name, email, proper
     assert column(row, "source_name") == event_name
     stored = column(row, "properties")
     assert (orjson.loads(stored) if stored else {}) == properties
+
+
+def test_the_readme_marks_exactly_the_required_fields_of_each_type():
+    """The event shapes table writes required fields in bold: a producer reads it to know what it must send."""
+    import re
+    from pathlib import Path
+
+    from pydantic import TypeAdapter
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    envelope = {"event_id", "account_id", "occurred_at", "type"}
+    intro = readme[readme.index("Every event is one JSON object"):readme.index("| **`type`** | extra fields |")]
+    assert set(re.findall(r"\*\*`(\w+)`\*\*", intro)) == envelope - {"type"}
+    table = readme[readme.index("| **`type`** | extra fields |"):readme.index("Unknown fields are refused")]
+    marked: dict[str, set[str]] = {}
+    for line in table.splitlines()[2:]:
+        if not line.startswith("| `"):
+            continue
+        types_cell, fields_cell = line.split(" | ", 1)
+        clicks = re.search(r"\(\+ (.*?) for clicks\)", fields_cell)  # fields of the row's clicked type only
+        bold = set(re.findall(r"\*\*`(\w+)`\*\*", fields_cell.replace(clicks.group(0), "") if clicks else fields_cell))
+        if fields_cell.startswith("…"):  # the automation rows: what the row above them requires, and more
+            bold |= {"automation_id"}
+        for name in re.findall(r"`(\w+)`", types_cell):
+            marked[name] = bold | (set(re.findall(r"\*\*`(\w+)`\*\*", clicks.group(1)))
+                                   if clicks and name.endswith("_clicked") else set())
+    assert set(marked) == set(EVENT_TYPES)
+    for name, model in EVENT_MODELS.items():
+        required = set(TypeAdapter(model).json_schema().get("required", [])) - envelope
+        assert marked[name] == required, name
