@@ -695,8 +695,8 @@ def dlq_list(since, event_type) -> None:
     done = asyncio.run(redriven_ids(settings))
     for dl in letters:
         when = datetime.fromtimestamp(dl.timestamp_ms / 1000, tz=timezone.utc).isoformat(timespec="seconds")
-        notes = [note for flag, note in ((dl.redrive_of, "re-driven, failed again"), (dl.id in done, "re-driven"))
-                 if flag]
+        notes = [note for flag, note in ((dl.redrive_of, f"the re-drive of {dl.redrive_of}, failed again"),
+                                         (dl.id in done, "re-driven")) if flag]
         reason = dl.reason if len(dl.reason) <= 200 else dl.reason[:200].rsplit(" ", 1)[0] + " …"
         click.echo(f"{dl.id}\t{when}\t{dl.event_type}\t{dl.source_topic}[{dl.source_partition}]@"
                    f"{dl.source_offset}\t{reason}" + (f" ({'; '.join(notes)})" if notes else ""))
@@ -731,7 +731,9 @@ def dlq_show(letter_id) -> None:
 @click.option("--fix", type=click.File("rb"),
               help='JSON lines {"id": "p:o", "value": {...corrected event...}}: send these payloads instead.')
 @click.option("--include-failed-redrives", is_flag=True, help="Also letters that already failed a re-drive.")
-def dlq_redrive(since, event_type, ids, fix, include_failed_redrives) -> None:
+@click.option("--dry-run", is_flag=True, help="Send nothing: list the letters that would be sent, and those that "
+                                              "today's schema still refuses, with the reason.")
+def dlq_redrive(since, event_type, ids, fix, include_failed_redrives, dry_run) -> None:
     """Send dead letters back to their source topic (after a schema fix, or with corrected payloads).
 
     Each letter is re-driven once: a re-driven message that is still invalid returns to the
@@ -754,9 +756,19 @@ def dlq_redrive(since, event_type, ids, fix, include_failed_redrives) -> None:
     if wanted:
         letters = [dl for dl in letters if dl.id in wanted]
     try:
-        result = asyncio.run(redrive(settings, letters, fixes, include_failed_redrives, asked=wanted))
+        result = asyncio.run(redrive(settings, letters, fixes, include_failed_redrives, asked=wanted,
+                                     dry_run=dry_run))
     except RedriveRefused as exc:
         _fail(str(exc))
+    if dry_run:
+        for letter_id in result["would_redrive"]:
+            reason = result["still_invalid"].get(letter_id)
+            click.echo(f"{letter_id}\t" + (f"still invalid: {reason}" if reason else "valid now"))
+        click.echo(f"dry run, nothing sent: {len(result['would_redrive'])} would be re-driven "
+                   f"({len(result['still_invalid'])} still invalid; they would come back as dead letters once); "
+                   f"skipped: {result['already_redriven']} already re-driven, {result['failed_redrive']} that "
+                   "failed a re-drive")
+        return
     click.echo(f"{result['redriven']} re-driven ({result['fixed']} with a fix); skipped: "
                f"{result['already_redriven']} already re-driven, {result['failed_redrive']} that failed a re-drive")
 

@@ -16,6 +16,7 @@ import time
 from datetime import datetime, timezone
 
 from aiokafka import AIOKafkaConsumer
+from pydantic import ValidationError
 
 from autologs.config import Settings
 from processors.deadletters import H_REDRIVE_OF, DeadLetter, parse_dead_letter
@@ -77,26 +78,33 @@ class RedriveRefused(ValueError):
     """Nothing was sent: the request names a letter that cannot take it."""
 
 
-def checked_fix(letter: DeadLetter, value: bytes, names) -> bytes:
-    """The key a corrected payload goes with: the contact's, as for any event or command (the original
-    key may be wrong, or none). Refused with the reason when the payload is still invalid."""
-    from processors.validate import RawMessage, validate_batch
+def _contact_key(letter: DeadLetter, value: bytes, names) -> tuple[bytes | None, str | None]:
+    """The key `value` would go with (the contact's, as for any event or command), or why it is invalid."""
+    from processors.validate import RawMessage, explain, validate_batch
     from schemas.commands import COMMAND_ADAPTER
     from schemas.events import partition_key
 
     if letter.source_topic == names.commands:
         try:
             command = COMMAND_ADAPTER.validate_json(value)
-        except ValueError as exc:
-            raise RedriveRefused(f"--fix {letter.id}: the corrected command is invalid ({exc}). Nothing was sent.")
-        return partition_key(command.account_id, command.email, command.contact_id)
+        except ValidationError as exc:
+            return None, explain(exc)
+        return partition_key(command.account_id, command.email, command.contact_id), None
     checked = validate_batch([RawMessage(letter.source_topic, letter.source_partition, letter.source_offset,
                                          letter.key, value, 0)])
     if checked.invalid:
-        raise RedriveRefused(f"--fix {letter.id}: the corrected event is still invalid: {checked.invalid[0][1]}. "
-                             "Nothing was sent.")
+        return None, checked.invalid[0][1]
     ev = checked.events[0][0]
-    return partition_key(ev["account_id"], ev["email"], ev["contact_id"])
+    return partition_key(ev["account_id"], ev["email"], ev["contact_id"]), None
+
+
+def checked_fix(letter: DeadLetter, value: bytes, names) -> bytes:
+    """The key a corrected payload goes with: the contact's (the original key may be wrong, or none).
+    Refused with the reason when the payload is still invalid."""
+    key, reason = _contact_key(letter, value, names)
+    if key is None:
+        raise RedriveRefused(f"--fix {letter.id}: the corrected message is still invalid: {reason}. Nothing was sent.")
+    return key
 
 
 @contextlib.asynccontextmanager
@@ -121,17 +129,19 @@ async def _one_redrive_at_a_time(settings: Settings, wait_s: float = 60.0):
 
 
 async def redrive(settings: Settings, letters: list[DeadLetter], fixes: dict[str, bytes] | None = None,
-                  include_failed_redrives: bool = False, asked: set[str] | None = None) -> dict:
+                  include_failed_redrives: bool = False, asked: set[str] | None = None,
+                  dry_run: bool = False) -> dict:
     """Send letters back to their source topic (fixed payloads where given); each letter only once.
 
     `asked`: the ids the operator named (with --id or --fix); each must be a letter. A fix must be for a
-    letter not re-driven yet, and valid: otherwise nothing is sent."""
+    letter not re-driven yet, and valid: otherwise nothing is sent. `dry_run`: send nothing, and say of each
+    letter that would be sent whether today's schema takes it (`still_invalid`: id -> reason)."""
     async with _one_redrive_at_a_time(settings):
-        return await _redrive(settings, letters, fixes or {}, include_failed_redrives, asked)
+        return await _redrive(settings, letters, fixes or {}, include_failed_redrives, asked, dry_run)
 
 
 async def _redrive(settings: Settings, letters: list[DeadLetter], fixes: dict[str, bytes],
-                   include_failed_redrives: bool, asked: set[str] | None) -> dict:
+                   include_failed_redrives: bool, asked: set[str] | None, dry_run: bool) -> dict:
     done = await redriven_ids(settings)
     names = topics(settings)
     known = {dl.id: dl for dl in letters}
@@ -152,6 +162,11 @@ async def _redrive(settings: Settings, letters: list[DeadLetter], fixes: dict[st
             skipped["failed_redrive"] += 1  # re-driven once already and still invalid: no loop
         else:
             chosen.append(dl)
+    if dry_run:
+        still = {dl.id: reason for dl in chosen
+                 if (reason := _contact_key(dl, fixes.get(dl.id, dl.original or b""), names)[1]) is not None}
+        return {"redriven": 0, "would_redrive": [dl.id for dl in chosen], "still_invalid": still,
+                "fixed": sum(1 for dl in chosen if dl.id in fixes), **skipped}
     by_topic: dict[str, list] = {}
     for dl in chosen:
         target = dl.source_topic if dl.source_topic in (names.events, names.commands) else names.events

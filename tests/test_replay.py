@@ -280,6 +280,11 @@ def test_dead_letters_redriven_land_once_or_return_once(settings, tmp_root):
             return [r.key for records in batches.values() for r in records if r.headers and b"ann@example.com" in r.value]
 
         assert asyncio.run(key_of_the_correction()) == [b"acct-1:ann@example.com"]
+        # A dry run says what would come back, and sends (and marks) nothing: the real run still sends it.
+        out = run_cli(worker.env, "dlq", "redrive", "--type", "sms_delivered", "--dry-run")
+        assert out.returncode == 0 and f"{by_type['sms_delivered']}\tstill invalid: unknown event type " \
+            "'sms_delivered'" in out.stdout, out.stdout + out.stderr
+        assert "dry run, nothing sent: 1 would be re-driven (1 still invalid;" in out.stdout, out.stdout
         out = run_cli(worker.env, "dlq", "redrive", "--type", "sms_delivered")
         assert out.stdout.startswith("1 re-driven"), out.stdout
         asyncio.run(wait_drained(settings.kafka_bootstrap, names.app_id, names.events))
@@ -290,6 +295,7 @@ def test_dead_letters_redriven_land_once_or_return_once(settings, tmp_root):
         listed = run_cli(worker.env, "dlq", "list").stdout.splitlines()
         again = [line for line in listed if "failed again" in line]
         assert len(listed) == 3 and len(again) == 1 and "sms_delivered" in again[0]
+        assert again[0].endswith(f"(the re-drive of {by_type['sms_delivered']}, failed again)"), again
         assert listed[-1] == again[0]  # oldest first, whatever partition each letter is in
         assert sum(line.endswith("(re-driven)") for line in listed) == 2  # the two first letters are marked
         res = run_cli(worker.env, "sql", "--format", "json",
