@@ -87,12 +87,13 @@ def migrate(plan: bool) -> None:
     from autologs.clickhouse import ClickHouse, ClickHouseUnavailable
 
     settings = get_settings()
-    if _worker_holds_data(settings):
+    through_worker = _worker_holds_data(settings)
+    if through_worker and not plan:
         _fail("a worker holds the embedded ClickHouse and applied the migrations and the retention settings "
-              "when it started; stop it (`autologs stop --worker-only`) to run migrate, or read "
-              "{db}.schema_migrations with `autologs sql`")
+              "when it started; stop it (`autologs stop --worker-only`) to run migrate (or restart it: it "
+              "applies what is pending), and `autologs migrate --plan` shows what that is")
     try:
-        ch = ClickHouse(settings)
+        ch = _WorkerReads(settings) if through_worker else ClickHouse(settings)
         pending = m.plan(ch)
         # Once the migrations are in, these would follow (a table a pending file creates is not counted).
         retention = m.retention_changes(ch, settings)
@@ -115,6 +116,21 @@ def migrate(plan: bool) -> None:
     for change in m.apply_retention(ch, get_settings()):
         click.echo(f"retention: {change}")
     click.echo(f"{len(done)} migration(s) applied; database {ch.database} is up to date")
+
+
+class _WorkerReads:
+    """What `migrate --plan` reads of the database, through the worker that holds the embedded engine."""
+
+    def __init__(self, settings):
+        self.settings, self.database = settings, settings.clickhouse_database
+
+    def sql(self, text: str) -> str:
+        return text.replace("{db}", f"`{self.database}`")
+
+    def rows(self, text: str, parameters: dict | None = None) -> list[tuple]:
+        from autologs.processes import worker_query
+
+        return [tuple(r) for r in worker_query(self.settings, text, parameters)[1]]
 
 
 # --- worker --------------------------------------------------------------------------------------

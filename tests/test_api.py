@@ -382,3 +382,12 @@ async def test_a_removal_while_kafka_is_down_says_so_in_json_and_sends_nothing(c
         body = await response.json()
         assert response.status == 400 and "is the name of scenario sc-down" in body["error"], body
         assert "Nothing was removed" in body["error"]
+
+
+def test_migrate_plan_reads_through_the_running_worker(running):
+    """--plan changes nothing, so it is answered while a worker holds the embedded engine (it was refused)."""
+    worker, _ = running
+    out = run_cli(worker.env, "migrate", "--plan")
+    assert out.returncode == 0 and "0 pending migration(s), 0 retention change(s)" in out.stdout, out.stderr
+    out = run_cli(worker.env, "migrate")
+    assert out.returncode == 1 and "`autologs migrate --plan` shows what that is" in out.stderr, out.stderr
