@@ -551,13 +551,17 @@ def page(ch, view: str, account_id: str, params: Mapping[str, str]) -> dict:
              "next_cursor": encode_cursor(q, last) if more else None,
              "from": None if q.start == _ms(UNBOUNDED_LO) else _iso(q.start, q.tz),
              "to": None if q.end == _ms(UNBOUNDED_HI) else _iso(q.end, q.tz), "tz": q.tz.key}
-    if not rows and q.after is None and params.get("scenario"):
-        hint = _scenario_named(ch, account_id, params["scenario"].strip())
+    if not rows and q.after is None:
+        hint = _scenario_named(ch, account_id, params["scenario"].strip()) if params.get("scenario") else None
+        if hint is None and not ch.rows(f"SELECT 1 FROM {{db}}.{q.spec.table} WHERE account_id = {{account:String}} "
+                                        "LIMIT 1", {"account": account_id}):
+            hint = f"account {account_id!r} has no {VIEW_NOUNS[view]} at all: check the account id"
         if hint:
             page_["hint"] = hint
     return page_
 
 
+VIEW_NOUNS = {"events": "events", "scenarios": "scenario log lines", "contacts": "contacts in scenarios"}
 # The ids of the scenarios a text names, when it is a name and not an id (the page's hint, the removal's refusal).
 SCENARIOS_NAMED = ("SELECT DISTINCT scenario_id FROM {db}.enrollment_state WHERE account_id = {account:String} "
                    "AND scenario_name = {name:String} AND scenario_id != {name:String} ORDER BY scenario_id LIMIT 5")

@@ -206,6 +206,9 @@ def test_every_scenario_filter_narrows_to_exactly_the_expected_rows(db):
     named = views.page(db, "scenarios", story.ACCOUNT, RANGE | {"scenario": "Welcome series"})
     assert named["rows"] == [] and "is the name of sc-welcome: filter with scenario=sc-welcome" in named["hint"]
     assert "hint" not in views.page(db, "scenarios", story.ACCOUNT, RANGE | {"scenario": "sc-nothing"})
+    for view in ("events", "scenarios", "contacts"):  # a mistyped account: not just "0 rows"
+        assert "account 'acct-stroy' has no" in views.page(db, view, "acct-stroy", RANGE)["hint"]
+        assert "hint" not in views.page(db, view, story.ACCOUNT, {"from": "2001-01-01", "to": "2001-01-02"})
     # With an email, the page reads the copy sorted by contact: it carries the attribution too.
     assert ids(db, "scenarios", story.ACCOUNT, RANGE | {"email": story.ANN, "attribution": "message"}) == \
         _scenario_ids(lambda e: e[2] == story.ANN and e[8] == "message") != set()
