@@ -112,14 +112,17 @@ def _params(ev: Envelope, sent_name: str = "") -> tuple[str, dict]:
 
 
 def _scenario_row(ev: Envelope, src: Source, scenario_id: str, enr: dict, step_id: str, attribution: str,
-                  sent_name: str = "", start_id: str = "") -> list:
+                  sent_name: str = "", start_id: str = "", known_id: int = 0) -> list:
     """`start_id`: the entry point the event happened under when it is not the enrollment's current one (an
-    automation event that names its own, an open of an email sent before a re-entry)."""
+    automation event that names its own, an open of an email sent before a re-entry). `known_id`: the
+    contact's id as its automation events gave it, for an event that names the contact by email only (its
+    rows are then found by the contact_id filter like the others)."""
     code, params = _params(ev, sent_name)
     entry_points = enr.get("entry_points", 1)
     start_id = start_id or ev.get("start_id") or enr.get("start_id", "")
     return [
-        ev["account_id"], scenario_id, enr.get("name", ""), ev["occurred_at"], ev["contact_id"] or 0, ev["email"] or "",
+        ev["account_id"], scenario_id, enr.get("name", ""), ev["occurred_at"], ev["contact_id"] or known_id,
+        ev["email"] or "",
         step_id, start_id if entry_points > 1 else "", WORKFLOW_POINT.get(ev["type"], ""), ev["type"],
         code, orjson.dumps(params).decode() if params else "", attribution, ev["event_id"], *src,
     ]
@@ -140,16 +143,18 @@ def _message_key(message_id: str) -> str:
     return "m:" + message_id.strip().strip("<>")
 
 
-def _remember_send(state: dict, ev: Envelope, scenario_id: str, enr: dict, t: int) -> None:
+def _remember_send(state: dict, ev: Envelope, scenario_id: str, enr: dict, t: int, late: bool = False) -> None:
     """[scenario, step, time, the email's name, the entry point, the send's attribution]: an open or a click
-    of the email is logged under the same (a send after the removal is followed by opens after it too)."""
+    of the email is logged under the same (a send after the removal is followed by opens after it too).
+    `late`: the send arrived after newer events of its enrollment; it replaces no send as new or newer (in
+    event-time order that one came after it; a re-delivery finds itself)."""
     sends, name = state["sends"], ev.get("template_name") or ""
     start_id = (ev.get("start_id") or enr["start_id"]) if enr["entry_points"] > 1 else ""
     mark = _after_close(enr, t)
     sent = [scenario_id, ev["step_id"], t, name, start_id, "" if mark == "automation" else mark]
     for key, value in ((_message_key(ev["message_id"] or ""), ev["message_id"]), ("t:" + str(ev["template_id"]),
                        ev["template_id"]), ("c:" + str(ev["campaign_id"]), ev["campaign_id"])):
-        if value:
+        if value and not (late and key in sends and sends[key][2] >= t):
             sends[key] = sent
     while len(sends) > MAX_SENDS:
         sends.pop(next(iter(sends)))
@@ -219,14 +224,20 @@ def apply_event(state: dict, ev: Envelope, src: Source, out: Derived, t: int | N
         # another scenario is still applied to its own (states saved before this mark use the contact's).
         if enr is not None and mark <= enr.get("applied", state["applied"]):
             out.late += 1
+            known = state["contact_id"]
             if _apply_late(ev, enr, t):
-                out.scenario_rows.append(_scenario_row(ev, src, sid, enr, ev["step_id"] or enr["step"], "automation"))
+                out.scenario_rows.append(_scenario_row(ev, src, sid, enr, ev["step_id"] or enr["step"], "automation",
+                                                       known_id=known))
                 out.enrollment_rows.append(_enrollment_row(state, ev["account_id"], key, sid, enr, ev["event_id"]))
                 return True
             # Its own row is deterministic (a re-delivery rewrites it, with the step its first pass gave it);
-            # the state is not rewound.
+            # the state is not rewound. A late send is still remembered: the opens and clicks that follow it
+            # are its scenario's by rule 1 (they were lost when the send came after the contact's exit).
             out.scenario_rows.append(_scenario_row(ev, src, sid, enr, ev["step_id"] or enr["step"],
-                                                   _after_close(enr, t)))
+                                                   _after_close(enr, t), known_id=known))
+            if ev["type"] == "automation_action":
+                _remember_send(state, ev, sid, enr, t, late=True)
+                return True
             return False
         if mark > state["applied"]:
             state["applied"] = mark
@@ -237,28 +248,62 @@ def apply_event(state: dict, ev: Envelope, src: Source, out: Derived, t: int | N
         sid, enr, changed = _apply_automation(state, ev, t)
         enr["applied"] = mark
         how = "automation" if changed else _after_close(enr, t)  # the engine still acting on a closed one
-        out.scenario_rows.append(_scenario_row(ev, src, sid, enr, ev["step_id"] or enr["step"], how))
+        out.scenario_rows.append(_scenario_row(ev, src, sid, enr, ev["step_id"] or enr["step"], how,
+                                               known_id=state["contact_id"]))
         if changed:
             out.enrollment_rows.append(_enrollment_row(state, ev["account_id"], key, sid, enr, ev["event_id"]))
         return True
+    known = state["contact_id"]
     if mark <= state["applied"]:
-        # Older than an automation event already applied: rules 2 and 3 read the enrollments as they are at
-        # the event's time, which is gone, so they add nothing. Rule 1 does not depend on them: an open or a
-        # click of an email a step sent before it is that step's, however late it arrives.
+        # Older than an automation event already applied. Rule 1 does not depend on the enrollments as they
+        # are now: an open or a click of an email a step sent before it is that step's, however late it
+        # arrives. Rule 3 reads them as they were at the event's time, from their last step changes; rule 2
+        # (a template or campaign sent by a step) cannot be told then, so such an event gets rule 1 only.
         out.late += 1
         hit = _sent_by_step(state, ev, t)
         if hit:
             enr = state["enr"][hit[0]]
             out.scenario_rows.append(_scenario_row(ev, src, hit[0], enr, _step_at(enr, mark, hit[1]), _sent_as(hit),
-                                                   _sent_name(state, ev), _sent_under(hit)))
+                                                   _sent_name(state, ev), _sent_under(hit), known))
+        elif not (ev["template_id"] or ev["campaign_id"]):
+            for sid, step in _open_at(state, mark):
+                out.scenario_rows.append(_scenario_row(ev, src, sid, state["enr"][sid], step, "enrollment",
+                                                       known_id=known))
         return False
     # Tracker and email events read the state and never change it (no table write for them).
     rows = _attribute(state, ev)
     if rows:
         name = _sent_name(state, ev) if ev["message_id"] or ev["template_id"] or ev["campaign_id"] else ""
         for sid, step, how, start_id in rows:
-            out.scenario_rows.append(_scenario_row(ev, src, sid, state["enr"][sid], step, how, name, start_id))
+            out.scenario_rows.append(_scenario_row(ev, src, sid, state["enr"][sid], step, how, name, start_id,
+                                                   known))
     return False
+
+
+def _open_at(state: dict, mark: list) -> list[tuple[str, str]]:
+    """Rule 3 at `mark`, for an event that comes after newer automation events: the enrollments open then,
+    each at its step then, as their last step changes tell (what event-time order would have found). Nothing
+    when that cannot be told: an enrollment whose changes before `mark` are no longer kept, or one without
+    them (a state from before they were kept). One (re)started since is left out: its entry point then is
+    not kept."""
+    found = []
+    for sid, enr in state["enr"].items():
+        history = enr.get("history")
+        if not history:
+            return []
+        before = None
+        for entry in reversed(history):
+            if entry[:2] <= mark:
+                before = entry
+                break
+        if before is None:
+            if len(history) >= STEP_HISTORY:
+                return []  # its changes before the event were dropped: open or not then, it cannot tell
+            continue  # it began after the event
+        if before[3] and enr["entered_at"] <= mark[0]:
+            found.append((sid, before[2]))
+    found.sort()
+    return found
 
 
 def _apply_late(ev: Envelope, enr: dict, t: int) -> bool:
