@@ -149,12 +149,12 @@ def _remember_send(state: dict, ev: Envelope, scenario_id: str, enr: dict, t: in
     `late`: the send arrived after newer events of its enrollment; it replaces no send as new or newer (in
     event-time order that one came after it; a re-delivery finds itself)."""
     sends, name = state["sends"], ev.get("template_name") or ""
-    start_id = (ev.get("start_id") or enr["start_id"]) if enr["entry_points"] > 1 else ""
+    start_id = (ev.get("start_id") or enr["start_id"]) if enr.get("entry_points", 1) > 1 else ""
     mark = _after_close(enr, t)
     sent = [scenario_id, ev["step_id"], t, name, start_id, "" if mark == "automation" else mark]
     for key, value in ((_message_key(ev["message_id"] or ""), ev["message_id"]), ("t:" + str(ev["template_id"]),
                        ev["template_id"]), ("c:" + str(ev["campaign_id"]), ev["campaign_id"])):
-        if value and not (late and key in sends and sends[key][2] >= t):
+        if value and not (late and key in sends and (len(sends[key]) < 3 or sends[key][2] >= t)):
             sends[key] = sent
     while len(sends) > MAX_SENDS:
         sends.pop(next(iter(sends)))
@@ -179,12 +179,15 @@ def _apply_automation(state: dict, ev: Envelope, t: int) -> tuple[str, dict, boo
                "step": ev.get("step_id", ""), "status": "", "entered_at": t, "updated_at": t, "reason": "",
                "wait_until": None, "changes": 0}
         state["enr"][sid] = enr
+        if kind not in ("automation_started", "automation_restarted"):
+            enr["implicit"] = True  # opened by a later event: its entry and entry point are that event's guess
     before = (enr["status"], enr["step"], enr["entered_at"], enr["reason"], enr.get("wait_until"), enr["start_id"])
     enr["name"] = name
     is_open = enr["status"] in ACTIVE
     if kind in ("automation_started", "automation_restarted"):
         enr.update(status="active", step=ev.get("step_id", ""), entered_at=t, reason="", wait_until=None,
                    start_id=ev.get("start_id", ""), entry_points=ev.get("entry_points", 1))
+        enr.pop("implicit", None)
     elif kind in ("automation_step_reached", "automation_action") and (is_open or enr["status"] == ""):
         enr.update(status="active", step=ev["step_id"], wait_until=None)
     elif kind == "automation_waiting" and (is_open or enr["status"] == ""):
@@ -235,10 +238,17 @@ def apply_event(state: dict, ev: Envelope, src: Source, out: Derived, t: int | N
             # are its scenario's by rule 1 (they were lost when the send came after the contact's exit).
             out.scenario_rows.append(_scenario_row(ev, src, sid, enr, ev["step_id"] or enr["step"],
                                                    _after_close(enr, t), known_id=known))
-            if ev["type"] == "automation_action":
+            # In event-time order it moved the enrollment then, which its kept step changes do not show: rule 3
+            # cannot read them up to the enrollment's newest event any more (`_open_at`).
+            changed = False
+            if not any(entry[:2] == mark for entry in enr.get("history", ())):  # not a re-delivered change
+                blind = max(enr.get("blind", mark), enr.get("applied", mark))
+                changed = blind != enr.get("blind")
+                enr["blind"] = blind
+            if ev["type"] == "automation_action" and t > enr["entered_at"]:  # a send of the current entry
                 _remember_send(state, ev, sid, enr, t, late=True)
-                return True
-            return False
+                changed = True
+            return changed
         if mark > state["applied"]:
             state["applied"] = mark
         if email:
@@ -282,25 +292,22 @@ def apply_event(state: dict, ev: Envelope, src: Source, out: Derived, t: int | N
 
 def _open_at(state: dict, mark: list) -> list[tuple[str, str]]:
     """Rule 3 at `mark`, for an event that comes after newer automation events: the enrollments open then,
-    each at its step then, as their last step changes tell (what event-time order would have found). Nothing
-    when that cannot be told: an enrollment whose changes before `mark` are no longer kept, or one without
-    them (a state from before they were kept). One (re)started since is left out: its entry point then is
-    not kept."""
+    each at its step then, as their last step changes tell (what event-time order would have found). An
+    enrollment is left out when that cannot be told: its changes before `mark` are no longer kept, it has
+    none (a state from before they were kept), an automation event of it came late since (`blind`: in order
+    it would have changed what they show), it was (re)started since (its entry point then is not kept), or
+    no start opened it (`implicit`: an earlier exit may still be on its way, and could not close it)."""
     found = []
     for sid, enr in state["enr"].items():
         history = enr.get("history")
-        if not history:
-            return []
+        if not history or mark <= enr.get("blind", [0, ""]) or enr["entered_at"] >= mark[0] or "implicit" in enr:
+            continue
         before = None
         for entry in reversed(history):
             if entry[:2] <= mark:
                 before = entry
                 break
-        if before is None:
-            if len(history) >= STEP_HISTORY:
-                return []  # its changes before the event were dropped: open or not then, it cannot tell
-            continue  # it began after the event
-        if before[3] and enr["entered_at"] <= mark[0]:
+        if before is not None and before[3]:
             found.append((sid, before[2]))
     found.sort()
     return found
@@ -326,6 +333,9 @@ def _apply_late(ev: Envelope, enr: dict, t: int) -> bool:
     enr["updated_at"] = max(enr["updated_at"], t)
     enr["changes"] += 1
     _record_step(enr, t, ev["event_id"])
+    # The steps recorded after it changed nothing in event-time order (a closed enrollment stays as it is)
+    mark = [t, ev["event_id"]]
+    enr["history"] = [entry for entry in enr["history"] if entry[:2] <= mark]
     return True
 
 

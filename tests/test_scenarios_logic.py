@@ -485,3 +485,55 @@ def test_rows_of_a_contact_named_by_email_carry_its_known_id():
             "email": "wendy@example.com", "url": "https://shop.example/"}
     moved = _automation("automation_step_reached", 2, 30, step_id="l2")
     assert {r[13]: r[4] for r in _applied([started, page, moved])} == {"a1": 777, "p1": 777, "a2": 777}
+
+
+@st.composite
+def _journey(draw):
+    """One contact's automation events of two scenarios (any order of arrival), then its tracker events,
+    which all arrive after them: late, and after every automation event older than they are."""
+    automation, tracker, t = [], [], 0
+    for n in range(draw(st.integers(2, 12))):
+        t += draw(st.sampled_from([0, 1, 2, 5]))
+        kind = draw(st.sampled_from(["automation_started", "automation_restarted", "automation_step_reached",
+                                     "automation_waiting", "automation_action", "automation_exited",
+                                     "automation_removed"]))
+        extra = {"step_id": draw(st.sampled_from(["s1", "s2", "s3"]))}
+        if kind in ("automation_started", "automation_restarted") and draw(st.booleans()):
+            extra.update(entry_points=2, start_id=draw(st.sampled_from(["p1", "p2"])))
+        if kind == "automation_action":
+            extra.update(action="send_email", message_id=f"<m{n}>")
+        if kind == "automation_exited":
+            extra["reason"] = "completed"
+        if draw(st.booleans()):
+            extra["contact_id"] = 777
+        automation.append(dict(_automation(kind, n, t, **extra), event_id=f"a{n:02d}",
+                               automation_id=draw(st.sampled_from(["S1", "S2"]))))
+    for n in range(draw(st.integers(1, 6))):
+        at = draw(st.integers(-2, t + 2))
+        tracker.append({"type": "page", "event_id": f"p{n}", "account_id": "acct-late", "occurred_at": _at(at),
+                        "email": "wendy@example.com", "url": "https://shop.example/"})
+    return draw(st.permutations(automation)), draw(st.permutations(tracker))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_journey())
+def test_late_tracker_events_get_the_rows_of_event_time_order_or_none(journey):
+    """A late page view's rows come from the enrollments' kept step changes: each must be the row event-time
+    order gives it (or absent where those cannot tell), never a row in a scenario the contact was not in then,
+    at another step, or under another entry point; whatever order the automation events came in."""
+    automation, tracker = journey
+    order = {e["event_id"]: (_at_ms(e), e["event_id"]) for e in automation + tracker}
+    newest = max(order[e["event_id"]] for e in automation)
+    late = {e["event_id"] for e in tracker if order[e["event_id"]] < newest}  # the others read today's state
+    in_order = {(r[1], r[13]): r[:4] + r[5:] for r in _applied(sorted(automation + tracker, key=lambda e: order[
+        e["event_id"]]))}
+    arrived = {(r[1], r[13]): r[:4] + r[5:] for r in _applied(automation + tracker)}
+    for key, row in arrived.items():
+        if key[1] in late:  # the contact id is the one known when the row is derived: left out
+            assert in_order.get(key) == row, (key, row, in_order.get(key))
+
+
+def _at_ms(event: dict) -> int:
+    from datetime import datetime
+
+    return to_ms(datetime.fromisoformat(event["occurred_at"]))
