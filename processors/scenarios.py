@@ -39,6 +39,7 @@ MAX_SENDS = 200  # remembered sends per contact, for attribution of later opens 
 # click happened, for one that comes again (a crash re-delivers what followed the last commit) after later
 # changes were applied. Re-delivered events come from the last few minutes (the lateness), so a few suffice.
 STEP_HISTORY = 10
+ALL_TIME = [2**62, ""]  # an enrollment's `blind` mark when no step change of its entry can be read any more
 
 SCENARIO_LOG_COLUMNS = (
     "account_id", "scenario_id", "scenario_name", "occurred_at", "contact_id", "email", "step_id", "start_id",
@@ -188,6 +189,7 @@ def _apply_automation(state: dict, ev: Envelope, t: int) -> tuple[str, dict, boo
         enr.update(status="active", step=ev.get("step_id", ""), entered_at=t, reason="", wait_until=None,
                    start_id=ev.get("start_id", ""), entry_points=ev.get("entry_points", 1))
         enr.pop("implicit", None)
+        enr.pop("blind", None)  # what came late before this entry says nothing of it (rule 3 reads it from here)
     elif kind in ("automation_step_reached", "automation_action") and (is_open or enr["status"] == ""):
         enr.update(status="active", step=ev["step_id"], wait_until=None)
     elif kind == "automation_waiting" and (is_open or enr["status"] == ""):
@@ -242,7 +244,10 @@ def apply_event(state: dict, ev: Envelope, src: Source, out: Derived, t: int | N
             # cannot read them up to the enrollment's newest event any more (`_open_at`).
             changed = False
             if not any(entry[:2] == mark for entry in enr.get("history", ())):  # not a re-delivered change
-                blind = max(enr.get("blind", mark), enr.get("applied", mark))
+                # A late (re)start would also have set the entry point: blind until the next (re)start.
+                newest = ALL_TIME if ev["type"] in ("automation_started", "automation_restarted") else \
+                    enr.get("applied", mark)
+                blind = max(enr.get("blind", mark), newest)
                 changed = blind != enr.get("blind")
                 enr["blind"] = blind
             if ev["type"] == "automation_action" and t > enr["entered_at"]:  # a send of the current entry
