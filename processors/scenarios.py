@@ -236,8 +236,7 @@ def apply_event(state: dict, ev: Envelope, src: Source, out: Derived, t: int | N
                 out.enrollment_rows.append(_enrollment_row(state, ev["account_id"], key, sid, enr, ev["event_id"]))
                 return True
             # Its own row is deterministic (a re-delivery rewrites it, with the step its first pass gave it);
-            # the state is not rewound. A late send is still remembered: the opens and clicks that follow it
-            # are its scenario's by rule 1 (they were lost when the send came after the contact's exit).
+            # the state is not rewound.
             out.scenario_rows.append(_scenario_row(ev, src, sid, enr, ev["step_id"] or enr["step"],
                                                    _after_close(enr, t), known_id=known))
             # In event-time order it moved the enrollment then, which its kept step changes do not show: rule 3
@@ -250,7 +249,9 @@ def apply_event(state: dict, ev: Envelope, src: Source, out: Derived, t: int | N
                 blind = max(enr.get("blind", mark), newest)
                 changed = blind != enr.get("blind")
                 enr["blind"] = blind
-            if ev["type"] == "automation_action" and t > enr["entered_at"]:  # a send of the current entry
+            # A late send of the current entry is still remembered: the opens and clicks that follow it are its
+            # scenario's by rule 1 (they were lost when the send came after the contact's exit).
+            if ev["type"] == "automation_action" and t > enr["entered_at"]:
                 _remember_send(state, ev, sid, enr, t, late=True)
                 changed = True
             return changed
