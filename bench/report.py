@@ -34,7 +34,8 @@ GOALS: dict[str, tuple[str, str, str, float | str]] = {
     "contacts_page_ms_p50_1m": ("contacts-in-scenarios page, 1M enrollments, p50", "ms", "<=", 50),
     "csv_rows_per_s": ("CSV dump of a 1M-row range (10M-row table)", "rows/s", ">=", 500_000),
     "csv_rss_growth_mb": ("CSV dump: peak RSS growth", "MB", "<=", 100),
-    "replay_events_per_s": ("full replay (shadow tables, verified, swapped)", "events/s", ">=", "ingest_events_per_s"),
+    "replay_events_per_s": ("full replay (shadow tables, verified, swapped; best round, as ingest)", "events/s", ">=",
+                            "ingest_events_per_s"),
 }
 # Figures shown without a goal (context for the ones above).
 EXTRA: dict[str, tuple[str, str]] = {

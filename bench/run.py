@@ -431,10 +431,18 @@ def main(argv: list[str] | None = None) -> dict:
                 else "half the ingest rate of the previous latest.json" if faust_rate else "default 2000/s")
 
         if "replay" in only:
-            env, _, d = env_for("replay")
-            d.mkdir(parents=True, exist_ok=True)
-            timed("replay", run_child, "replay", "bench.replay_bench", ["--expect", str(n)], env, d / "out.json",
-                  max(600.0, n / 500))
+            # As many rounds as ingest, the best one its figure: compared with ingest's best round, one replay
+            # would be one draw of the machine's drift against the better of two.
+            replays = []
+            for r in range(1, rounds + 1):
+                env, _, d = env_for("replay" if r == 1 else f"replay-r{r}")
+                d.mkdir(parents=True, exist_ok=True)
+                replays.append(timed("replay", run_child, "replay" if rounds == 1 else f"replay (round {r})",
+                                     "bench.replay_bench", ["--expect", str(n)], env, d / "out.json",
+                                     max(600.0, n / 500)))
+            done = [g for g in replays if g.get("ok")]
+            parts["replay"] = dict(max(done, key=lambda g: g["events_per_s"]) if done else replays[-1],
+                                   rounds=[g.get("events_per_s") for g in replays])
 
         read_dirs: dict[int, Path] = {}
         if "reads" in only:
