@@ -538,7 +538,7 @@ def api(host: str, port: int) -> None:
     settings = get_settings()
     if settings.embedded:
         _fail("with embedded chdb only the worker may open the data, and it serves the API on "
-              f"http://127.0.0.1:{settings.web_port}/api/v1/. Set AUTOLOGS_CLICKHOUSE_DSN to run it alone.")
+              f"{settings.web_url}/api/v1/. Set AUTOLOGS_CLICKHOUSE_DSN to run it alone.")
     from api.routes import serve
 
     serve(settings, host, port)

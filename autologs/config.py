@@ -49,6 +49,13 @@ class Settings(BaseSettings):
     gc_interval_s: float = Field(10.0, ge=0, description="The worker and the replay collect cyclic garbage every this many seconds instead of Python's automatic collector (0 = Python's default; see autologs/gcpolicy.py)")
     session_timeout_s: float = Field(10.0, gt=0, description="Kafka group session timeout: how fast a dead worker's partitions move")
 
+    @property
+    def web_url(self) -> str:
+        """Where this machine's CLI reaches the worker: the address it binds (its loopback when that is every
+        interface), so a worker bound to one address is still found."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.web_host, self.web_host)
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.web_port}"
+
     @model_validator(mode="before")
     @classmethod
     def _bootstrap_follows_the_port(cls, data: Any) -> Any:

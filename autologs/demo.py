@@ -79,9 +79,9 @@ def run_demo(settings: Settings, contacts: int, seed: int) -> None:
     pid = start_worker(settings)
     if foreground:
         click.echo(f"  a worker already runs on this data dir (pid {pid}): the demo uses it; "
-                   f"web http://127.0.0.1:{settings.web_port}/health")
+                   f"web {settings.web_url}/health")
     else:
-        click.echo(f"  worker pid {pid}, web http://127.0.0.1:{settings.web_port}/health, "
+        click.echo(f"  worker pid {pid}, web {settings.web_url}/health, "
                    f"log {settings.data_dir / 'worker.log'}")
 
     section(f"3. Simulating one day of {contacts} contacts (seed {seed}), with a few invalid messages")
@@ -175,7 +175,7 @@ def run_demo(settings: Settings, contacts: int, seed: int) -> None:
     click.echo(f"  API key for {account} (shown once): {key}")
     one = f"email={quote(someone)}&" if someone else ""
     click.echo(f"  curl -H 'Authorization: Bearer {key}' "
-               f"'http://127.0.0.1:{settings.web_port}/api/v1/events?{one}from=2000-01-01&limit=50'")
+               f"'{settings.web_url}/api/v1/events?{one}from=2000-01-01&limit=50'")
     click.echo("\nThe broker and the worker keep running; `autologs stop` (or `make stop`) stops them.")
 
 

@@ -32,7 +32,7 @@ def worker_pid(settings: Settings) -> int | None:
 
 def worker_health(settings: Settings, timeout: float = 2.0) -> dict | None:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{settings.web_port}/health", timeout=timeout) as r:
+        with urllib.request.urlopen(f"{settings.web_url}/health", timeout=timeout) as r:
             return json.loads(r.read())
     except Exception:
         return None
@@ -143,7 +143,7 @@ def worker_post(settings: Settings, path: str, body: dict | None, timeout: float
     key = read_admin_key(settings)
     if key is None:
         raise RuntimeError(f"no admin key in {settings.data_dir}; is the worker running with this data dir?")
-    req = urllib.request.Request(f"http://127.0.0.1:{settings.web_port}{path}", method="GET" if body is None else "POST",
+    req = urllib.request.Request(f"{settings.web_url}{path}", method="GET" if body is None else "POST",
                                  data=None if body is None else json.dumps(body, default=str).encode(),
                                  headers={HEADER: key, "Content-Type": "application/json"})
     try:
@@ -187,7 +187,7 @@ def worker_api(settings: Settings, path: str, params: dict[str, str], timeout: f
     key = read_admin_key(settings)
     if key is None:
         raise RuntimeError(f"no admin key in {settings.data_dir}; is the worker running with this data dir?")
-    url = f"http://127.0.0.1:{settings.web_port}/api/v1/{path}?{urlencode(params)}"
+    url = f"{settings.web_url}/api/v1/{path}?{urlencode(params)}"
     req = urllib.request.Request(url, headers={HEADER: key})
     try:
         return urllib.request.urlopen(req, timeout=timeout)

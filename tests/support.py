@@ -57,7 +57,8 @@ class WorkerProcess:
 
     def health(self) -> dict | None:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as r:
+            host = self.env.get("AUTOLOGS_WEB_HOST", "127.0.0.1")
+            with urllib.request.urlopen(f"http://{host}:{self.port}/health", timeout=2) as r:
                 return json.loads(r.read())
         except Exception:
             return None

@@ -126,6 +126,20 @@ def test_the_worker_listens_on_the_configured_address_only(running):
     assert _listening_addresses(worker.port) == {"127.0.0.1"}
 
 
+def test_the_cli_finds_a_worker_bound_to_another_address(settings, tmp_root):
+    """A worker bound to one address (AUTOLOGS_WEB_HOST) is still the one the CLI asks: the CLI called
+    127.0.0.1 only, missed it, and tried to open the engine the worker holds."""
+    names = Topics(f"{settings.topic_prefix}-bind-{uuid.uuid4().hex[:6]}")
+    worker = WorkerProcess(tmp_root / names.prefix, names.prefix, AUTOLOGS_WEB_HOST="127.0.0.2",
+                           AUTOLOGS_CLICKHOUSE_DATABASE=f"db_{names.prefix.replace('-', '_')}").start()
+    try:
+        assert _listening_addresses(worker.port) == {"127.0.0.2"}
+        out = run_cli(worker.env, "sql", "--format", "json", "SELECT 41 + 1 AS n")
+        assert out.returncode == 0 and json.loads(out.stdout) == {"n": 42}, out.stderr
+    finally:
+        worker.stop()
+
+
 def test_contacts_scenarios_detail_and_removal(running):
     worker, keys = running
     key = keys["acct-story"]
