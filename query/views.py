@@ -165,7 +165,7 @@ def _contains(column: str):
 
 @_reads("ip", "event_type")
 def _ip(name: str, raw: str):
-    if raw.lower() == "internal":
+    if raw.lower() in ("internal", *INTERNAL_REQUEST.values()):  # as the pages show it, in either language
         return f"ip = '' AND NOT {_UNKNOWN_IP}", {}
     text = _text(name, raw)
     try:
@@ -553,15 +553,15 @@ def page(ch, view: str, account_id: str, params: Mapping[str, str]) -> dict:
              "to": None if q.end == _ms(UNBOUNDED_HI) else _iso(q.end, q.tz), "tz": q.tz.key}
     if not rows and q.after is None:
         hint = _scenario_named(ch, account_id, params["scenario"].strip()) if params.get("scenario") else None
-        if hint is None and not ch.rows(f"SELECT 1 FROM {{db}}.{q.spec.table} WHERE account_id = {{account:String}} "
-                                        "LIMIT 1", {"account": account_id}):
-            hint = f"account {account_id!r} has no {VIEW_NOUNS[view]} at all: check the account id"
+        # Every row of every view comes from the account's events: none at all, and the account id is wrong
+        if hint is None and not ch.rows("SELECT 1 FROM {db}.event_log WHERE account_id = {account:String} LIMIT 1",
+                                        {"account": account_id}):
+            hint = f"account {account_id!r} has no events at all: check the account id"
         if hint:
             page_["hint"] = hint
     return page_
 
 
-VIEW_NOUNS = {"events": "events", "scenarios": "scenario log lines", "contacts": "contacts in scenarios"}
 # The ids of the scenarios a text names, when it is a name and not an id (the page's hint, the removal's refusal).
 SCENARIOS_NAMED = ("SELECT DISTINCT scenario_id FROM {db}.enrollment_state WHERE account_id = {account:String} "
                    "AND scenario_name = {name:String} AND scenario_id != {name:String} ORDER BY scenario_id LIMIT 5")

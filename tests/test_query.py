@@ -174,6 +174,8 @@ def test_every_event_filter_narrows_to_exactly_the_expected_rows(db):
     for name, value, expected in cases:
         assert expected and expected != everything, name
         assert ids(db, "events", A, RANGE | {name: value}) == expected, (name, value)
+    for shown in ("internal request", "Requête interne"):  # the value as the page shows it works too
+        assert ids(db, "events", A, RANGE | {"ip": shown}) == ids(db, "events", A, RANGE | {"ip": "internal"})
     both = ids(db, "events", A, RANGE | {"event_type": "page", "ip": "internal"})
     assert both == {i for i in ids(db, "events", A, RANGE | {"ip": "internal"}) if i.startswith("ex-page-")}
     engaged = ids(db, "events", A, RANGE | {"event_type": "templates_opened, templates_clicked"})
@@ -207,8 +209,10 @@ def test_every_scenario_filter_narrows_to_exactly_the_expected_rows(db):
     assert named["rows"] == [] and "is the name of sc-welcome: filter with scenario=sc-welcome" in named["hint"]
     assert "hint" not in views.page(db, "scenarios", story.ACCOUNT, RANGE | {"scenario": "sc-nothing"})
     for view in ("events", "scenarios", "contacts"):  # a mistyped account: not just "0 rows"
-        assert "account 'acct-stroy' has no" in views.page(db, view, "acct-stroy", RANGE)["hint"]
+        assert "account 'acct-stroy' has no events at all" in views.page(db, view, "acct-stroy", RANGE)["hint"]
         assert "hint" not in views.page(db, view, story.ACCOUNT, {"from": "2001-01-01", "to": "2001-01-02"})
+    # An account with events but no scenario is a real account: its empty scenario pages carry no hint
+    assert "hint" not in views.page(db, "scenarios", A, RANGE | {"email": "nobody@example.com"})
     # With an email, the page reads the copy sorted by contact: it carries the attribution too.
     assert ids(db, "scenarios", story.ACCOUNT, RANGE | {"email": story.ANN, "attribution": "message"}) == \
         _scenario_ids(lambda e: e[2] == story.ANN and e[8] == "message") != set()
