@@ -303,7 +303,10 @@ def contacts_remove(account: str, scenario: str, at: str | None, by: str, contac
 VIEW = click.Choice(["events", "scenarios", "contacts"])
 
 
-def _read_params(account: str, date_from, date_to, tz, lang, filters) -> dict[str, str]:
+def _read_params(account: str, date_from, date_to, tz, lang, filters, options: tuple[str, ...] = (),
+                 flags: tuple[str, ...] = ()) -> dict[str, str]:
+    """The read's parameters; `options` and `flags`: the command's own options besides the common ones, which
+    `-f` must not set (it would silently replace, or be replaced by, the option's value)."""
     params = {"account": account, "tz": tz, "lang": lang}
     if date_from:
         params["from"] = date_from
@@ -313,15 +316,12 @@ def _read_params(account: str, date_from, date_to, tz, lang, filters) -> dict[st
         if "=" not in f:
             _fail(f"--filter {f!r}: write NAME=VALUE, e.g. --filter email=ann@example.com")
         name, value = f.split("=", 1)
-        if name in _OPTION_PARAMS:  # it would silently replace (or be replaced by) the option's value
-            _fail(f"--filter {f!r}: {name} is an option here, not a filter: write {_OPTION_PARAMS[name]} {value}")
+        if name in ("account", "from", "to", "tz", "lang", *options):
+            _fail(f"--filter {f!r}: {name} is an option here, not a filter: write --{name} {value}")
+        if name in flags:
+            _fail(f"--filter {f!r}: {name} is an option here, not a filter: write --{name}")
         params[name] = value
     return params
-
-
-# Parameters of a read that the CLI takes as options (the HTTP API takes them as query parameters).
-_OPTION_PARAMS = {"account": "--account", "from": "--from", "to": "--to", "tz": "--tz", "lang": "--lang",
-                  "limit": "--limit", "cursor": "--cursor", "excel": "--excel"}
 
 
 def _read_options(fn):
@@ -357,7 +357,8 @@ def logs(view, account, date_from, date_to, tz, lang, filters, limit, cursor, wi
     from autologs.demo import _table
 
     settings = get_settings()
-    params = _read_params(account, date_from, date_to, tz, lang, filters) | {"limit": str(limit)}
+    params = _read_params(account, date_from, date_to, tz, lang, filters, options=("limit", "cursor")) | {
+        "limit": str(limit)}
     if cursor:
         params["cursor"] = cursor
     try:
@@ -406,7 +407,7 @@ def export(view, account, date_from, date_to, tz, lang, filters, output, excel) 
     from query.views import QueryError, parse
 
     settings = get_settings()
-    params = _read_params(account, date_from, date_to, tz, lang, filters)
+    params = _read_params(account, date_from, date_to, tz, lang, filters, flags=("excel",))
     if excel:
         params["excel"] = "1"
     try:  # a bad filter or date is said before anything is written

@@ -225,6 +225,9 @@ def test_cli_reads_and_exports_through_the_worker(running, tmp_path):
     clash = run_cli(worker.env, "logs", "scenarios", "--account", "acct-story", "--from", "2026-11-19",
                     "-f", "from=2026-11-20")  # it used to replace --from silently
     assert clash.returncode == 1 and "from is an option here, not a filter: write --from 2026-11-20" in clash.stderr
+    clash = run_cli(worker.env, "export", "events", "--account", "acct-story", "-o", str(tmp_path / "x.csv"),
+                    "-f", "excel=1")  # a flag of export: the advice names it as it is written
+    assert clash.returncode == 1 and clash.stderr.strip().endswith("write --excel"), clash.stderr
     target = tmp_path / "scenarios.csv"
     out = run_cli(worker.env, "export", "scenarios", "--account", "acct-story", "--from", "2026-11-19", "--to", "2026-11-21",
               "--lang", "fr", "-o", str(target))
