@@ -13,9 +13,10 @@ from autologs.config import get_settings
 
 def _fail(message: str) -> None:
     if "(UNKNOWN_DATABASE)" in message or "(UNKNOWN_TABLE)" in message:  # a data dir (or database) never migrated
-        message = (f"{message.split(' (version')[0].strip()}\nThe autologs tables are not there yet: start the worker "
-                   "(`autologs worker`), which creates them, or run `autologs migrate`; check AUTOLOGS_DATA_DIR and "
-                   "AUTOLOGS_CLICKHOUSE_DATABASE if they should exist.")
+        message = (f"{message.split(' (version')[0].strip()}\nIf the name is right, the autologs tables are not there "
+                   "yet: start the worker (`autologs worker`), which creates them, or run `autologs migrate`; check "
+                   "AUTOLOGS_DATA_DIR and AUTOLOGS_CLICKHOUSE_DATABASE if they should exist. `autologs sql \"SHOW "
+                   "TABLES FROM {db}\"` lists the tables there are.")
     click.echo(f"error: {message}", err=True)
     sys.exit(1)
 
@@ -105,7 +106,7 @@ def migrate(plan: bool) -> None:
             for statement in mig.statements():  # in full: what will run is what is reviewed
                 click.echo("\n".join("    " + line for line in ch.sql(statement).splitlines()) + ";")
         for statement, what in retention:
-            click.echo(f"retention: {what}\n    {statement}")
+            click.echo(f"retention: {what}\n    {ch.sql(statement)}")
         click.echo(f"{len(pending)} pending migration(s), {len(retention)} retention change(s) in database "
                    f"{ch.database}")
         return

@@ -153,7 +153,9 @@ async def _redrive(settings: Settings, letters: list[DeadLetter], fixes: dict[st
             raise RedriveRefused(f"--fix {letter_id}: this letter was re-driven already. If that failed again, "
                                  "its new dead letter (`autologs dlq list`, \"failed again\") is the one to fix. "
                                  "Nothing was sent.")
-    keys = {letter_id: checked_fix(known[letter_id], value, names) for letter_id, value in fixes.items()}
+    # A dry run says which corrections are still invalid, with the others, instead of refusing at the first
+    keys = {} if dry_run else {letter_id: checked_fix(known[letter_id], value, names)
+                               for letter_id, value in fixes.items()}
     chosen, skipped = [], {"already_redriven": 0, "failed_redrive": 0}
     for dl in letters:
         if dl.id in done:

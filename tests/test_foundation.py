@@ -269,6 +269,7 @@ def test_migrate_plan_cli_lists_nothing_after_migration(ch, tmp_root):
     assert again.returncode == 0 and "0 pending migration(s), 0 retention change(s)" in again.stdout, again.stdout
     ttl = run_cli({**env, "AUTOLOGS_EVENT_LOG_TTL_DAYS": "30"}, "migrate", "--plan")  # configuration, not a file
     assert "retention: event_log: rows kept 30 days" in ttl.stdout and "2 retention change(s)" in ttl.stdout, ttl.stdout
+    assert "{db}" not in ttl.stdout and "MODIFY TTL" in ttl.stdout, ttl.stdout  # the statement as it will run
 
 
 def test_gc_policy_turns_the_automatic_collector_off_and_still_frees_cycles():

@@ -250,6 +250,9 @@ def test_dead_letters_redriven_land_once_or_return_once(settings, tmp_root):
                                                                    "colour": 1}}) + "\n")
         out = run_cli(worker.env, "dlq", "redrive", "--fix", str(fix))
         assert out.returncode == 1 and "still invalid: colour" in out.stderr, out.stdout + out.stderr
+        out = run_cli(worker.env, "dlq", "redrive", "--fix", str(fix), "--dry-run")  # listed, not refused
+        assert out.returncode == 0 and f"{by_type['form']}\tstill invalid: colour" in out.stdout, \
+            out.stdout + out.stderr
         out = run_cli(worker.env, "dlq", "redrive", "--id", "9:999")
         assert out.returncode == 1 and "9:999: no such dead letter" in out.stderr, out.stdout + out.stderr
         fix.write_text(json.dumps({"id": by_type["form"], "value": {**bad_email, "email": "ann@example.com"}}) + "\n")
