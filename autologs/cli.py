@@ -126,7 +126,9 @@ class _WorkerReads:
         self.settings, self.database = settings, settings.clickhouse_database
 
     def sql(self, text: str) -> str:
-        return text.replace("{db}", f"`{self.database}`")
+        from autologs.clickhouse import ClickHouse
+
+        return ClickHouse.sql(self, text)  # `{db}` named as the engine's helper names it
 
     def rows(self, text: str, parameters: dict | None = None) -> list[tuple]:
         from autologs.processes import worker_query
