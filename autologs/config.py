@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     sink_max_rows: int = Field(20_000, ge=1, description="The worker takes a batch of at most this many messages (one insert per table)...")
     sink_max_delay_ms: int = Field(250, ge=1, description="...or, when fewer are waiting, what arrived after waiting this long for more")
     inbox_batches: int = Field(5, ge=1, description="Fetched messages the worker holds for its agent, in batches of sink_max_rows (fewer: less memory and shorter garbage collections)")
+    validation_processes: int = Field(1, ge=0, le=1, description="1: a child process validates the worker's next batches while the current one is derived; 0: the worker's own thread validates")
     sink_retry_max_s: float = Field(30.0, gt=0, description="Longest back-off between retries of a failing insert")
     scenario_lateness_s: float = Field(300.0, ge=0, description="Events late by up to this much (event time) are still applied in order")
     scenario_idle_release_s: float = Field(2.0, gt=0, description="A quiet partition releases its held events after this long")

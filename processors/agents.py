@@ -65,7 +65,8 @@ def pipeline_stats() -> dict:
     return {"status": status, **p.stats.__dict__, "held": len(p.held), "rows_written": p.event_sink.stats.rows_written,
             "sink_failures": sum(s.stats.failures for s in sinks),
             "sink_last_error": next((s.stats.last_error for s in sinks if s.stats.last_error), ""),
-            "gc": gcpolicy.stats.__dict__}
+            "validation_processes": settings.validation_processes,
+            "validation_restarts": p.validation.restarts if p.validation else 0, "gc": gcpolicy.stats.__dict__}
 
 
 def crash_loudly(agent: str, exc: BaseException) -> None:
@@ -112,6 +113,40 @@ async def take_batches(inbox: BatchInbox, within: float) -> AsyncIterator[list]:
             yield live
 
 
+async def validated_ahead(inbox: BatchInbox, within: float) -> AsyncIterator[tuple[list, object]]:
+    """Batches, each with its validation already started (`Pipeline.validate_ahead`): the next batch is validated
+    in the validation process while this one is derived. At most three batches wait here, validated or being so.
+
+    A batch taken before a rebalance is filtered again when its turn comes (see `take_batches`); what is left
+    of it, if anything, is validated then, here.
+    """
+    ready: asyncio.Queue = asyncio.Queue(maxsize=2)
+
+    async def take_and_validate() -> None:
+        async for messages in take_batches(inbox, within):
+            await ready.put((messages, app.consumer_generation_id, pipeline().validate_ahead(messages)))
+
+    taking = asyncio.ensure_future(take_and_validate())
+    try:
+        while True:
+            next_batch = asyncio.ensure_future(ready.get())
+            await asyncio.wait((next_batch, taking), return_when=asyncio.FIRST_COMPLETED)
+            if not next_batch.done():
+                next_batch.cancel()
+                taking.result()  # take_batches ended: raise what ended it
+                return
+            messages, generation, validated = next_batch.result()
+            if generation != app.consumer_generation_id or not app.flow_control.is_active():
+                live = [m for m in messages if app.flow_control.is_active() and m.generation_id == app.consumer_generation_id]
+                if validated is not None:
+                    validated.cancel()
+                messages, validated = live, None
+            if messages:
+                yield messages, validated
+    finally:
+        taking.cancel()
+
+
 @app.agent(sources_topic, name="ingest_events")
 async def ingest_events(stream):
     """Validate events, dead-letter the invalid ones, write the logs and the state; then ack.
@@ -122,9 +157,9 @@ async def ingest_events(stream):
     finishing: asyncio.Task | None = None
     try:
         inbox = _start_batches(stream)
-        async for messages in take_batches(inbox, settings.sink_max_delay_ms / 1000):
-            # This batch is validated and derived while the one before is still being written.
-            finish = await pipeline().start(messages)  # InboxMessage: read and acked as is
+        async for messages, validated in validated_ahead(inbox, settings.sink_max_delay_ms / 1000):
+            # This batch is derived while the one before is still being written, and the next one validated.
+            finish = await pipeline().start(messages, validated=validated)  # InboxMessage: read and acked as is
             if finishing is not None:
                 await finishing
             finishing = asyncio.ensure_future(_finish_and_ack(finish))

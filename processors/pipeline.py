@@ -21,7 +21,7 @@ from processors.scenarios import (
     CLOSED_MARKS, ENROLLMENT_COLUMNS, SCENARIO_LOG_COLUMNS, Derived, apply_event, dump_state, load_state,
     to_ms,
 )
-from processors.validate import RawMessage, explain, validate_batch
+from processors.validate import RawMessage, Validated, ValidationProcess, explain, validate_batch
 from schemas.commands import COMMAND_ADAPTER, RemoveContact
 from schemas.events import AutomationRemoved, Envelope, contact_key, partition_key
 from schemas.rows import EVENT_LOG_COLUMNS, Source, event_log_row
@@ -144,12 +144,29 @@ class Pipeline:
         # The last offset of each events partition that a batch started with: a replay beside this pipeline
         # asks which of its held events this one has read (see `leaves_to_itself`).
         self.read_to: dict[int, int] = {}
+        n = self.settings.validation_processes
+        self.validation = ValidationProcess() if n else None
+
+    def validate_ahead(self, messages: list[RawMessage]) -> Awaitable[Validated] | None:
+        """Start validating a batch in the validation process (`AUTOLOGS_VALIDATION_PROCESSES`) while the batch
+        before is derived; pass what this returns to `start` with the same messages. None: no such process (the
+        batch is validated in `start`)."""
+        if self.validation is None:
+            return None
+        return self.validation.start(self._split(messages)[1])
+
+    def _split(self, messages: list[RawMessage]) -> tuple[list[RawMessage], list[RawMessage]]:
+        """(removal commands, events)"""
+        commands_topic = self.commands_topic
+        command_messages = [m for m in messages if m.topic == commands_topic] if commands_topic else []
+        return command_messages, [m for m in messages if m.topic != commands_topic] if command_messages else messages
 
     async def handle(self, messages: list[RawMessage], tokens: list[Any] | None = None) -> list[Any]:
         """Process one batch; returns the tokens of the messages that are done (safe to acknowledge)."""
         return await (await self.start(messages, tokens))
 
-    async def start(self, messages: list[RawMessage], tokens: list[Any] | None = None) -> Awaitable[list[Any]]:
+    async def start(self, messages: list[RawMessage], tokens: list[Any] | None = None,
+                    validated: Awaitable[Validated] | None = None) -> Awaitable[list[Any]]:
         """Validate and derive one batch, and start its inserts. The awaitable returned finishes it: the
         rows written, then the contact states published; it gives the tokens that are done.
 
@@ -157,10 +174,12 @@ class Pipeline:
         message is read and acked as it is).
 
         The next batch may start before this one finishes: it derives from this one's states, which are
-        remembered at once. Batches finish in the order they started.
+        remembered at once. Batches finish in the order they started. `validated`: what `validate_ahead` gave
+        for these messages.
         """
+        checked = await validated if validated is not None else None
         async with self.lock:
-            return await self._start(messages, tokens)
+            return await self._start(messages, tokens, checked)
 
     async def release_idle(self, caught_up: Callable[[int, float], bool] | None = None) -> list[Any]:
         """Called periodically: derive what quiet partitions hold (see ReorderBuffer.release_idle). Returns
@@ -207,7 +226,8 @@ class Pipeline:
             self.read_to.pop(p, None)
         return self.held.drop_partitions(partitions)
 
-    async def _start(self, messages: list[RawMessage], tokens: list[Any] | None) -> Awaitable[list[Any]]:
+    async def _start(self, messages: list[RawMessage], tokens: list[Any] | None,
+                     checked: Validated | None) -> Awaitable[list[Any]]:
         # One pass per message where possible, and no pairs or maps of messages unless tokens are given:
         # everything built here per event is also freed per event.
         if tokens is None:
@@ -215,10 +235,9 @@ class Pipeline:
         else:
             by_id = {id(m): t for m, t in zip(messages, tokens)}
             token_of = lambda m: by_id[id(m)]  # noqa: E731
-        commands_topic = self.commands_topic
-        command_messages = [m for m in messages if m.topic == commands_topic] if commands_topic else []
-        event_messages = [m for m in messages if m.topic != commands_topic] if command_messages else messages
-        checked = validate_batch(event_messages)
+        command_messages, event_messages = self._split(messages)
+        if checked is None:
+            checked = validate_batch(event_messages)
         invalid = checked.invalid
         removals: list[Held] = []
         for msg in command_messages:

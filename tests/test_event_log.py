@@ -248,3 +248,39 @@ def test_produce_sends_the_valid_lines_and_keeps_the_rejected_ones_with_their_re
     assert "line 2: rejected: event_name" in out.stderr
     [kept] = [orjson.loads(line) for line in rejects.read_bytes().splitlines()]
     assert kept["line"] == 2 and kept["reason"].startswith("event_name") and orjson.loads(kept["value"]) == bad
+
+
+def _validation_children(worker: WorkerProcess) -> list[int]:
+    """The worker's spawned children (its validation process)."""
+    pids = []
+    for task in os.listdir(f"/proc/{worker.proc.pid}/task"):
+        with open(f"/proc/{worker.proc.pid}/task/{task}/children") as f:
+            pids += [int(p) for p in f.read().split()]
+    return [p for p in pids if b"multiprocessing.spawn" in open(f"/proc/{p}/cmdline", "rb").read()]
+
+
+async def test_the_validation_process_validates_and_its_death_loses_nothing(settings, worker_factory):
+    names = Topics(f"{settings.topic_prefix}-vproc-{uuid.uuid4().hex[:6]}")
+    await ensure_topics(settings, names.all())
+    first = [example("page", n) for n in range(200)]
+    second = [example("track", 1000 + n) for n in range(200)]
+    bad = orjson.dumps(example("form", 5000, email="not-an-email"))
+    await publish(settings, names.events, [keyed(e) for e in first] + [(b"acct-1:junk", bad)])
+
+    worker = worker_factory(names.prefix).start()
+    health = worker.wait_until(lambda h: h["messages"] >= 201, 120, "the first messages processed")
+    assert health["validation_processes"] == 1 and health["dead_letters"] == 1
+    (child,) = _validation_children(worker)  # the batches went through it
+    os.kill(child, 9)
+    await publish(settings, names.events, [keyed(e) for e in second] + [(b"acct-1:junk", bad)])
+    health = worker.wait_until(lambda h: h["messages"] >= 402, 120, "the second messages processed")
+    assert health["validation_restarts"] == 1 and health["dead_letters"] == 2
+    await publish(settings, names.events, [keyed(example("page", 9000))])
+    worker.wait_until(lambda h: h["messages"] >= 403, 120, "a message after the restart")
+    (new_child,) = _validation_children(worker)
+    assert new_child != child
+    await wait_drained(settings.kafka_bootstrap, names.app_id, names.events)
+    worker.stop()
+    rows = worker.sql("SELECT event_id FROM {db}.event_log FINAL")
+    expected = [e["event_id"] for e in first + second] + [example("page", 9000)["event_id"]]
+    assert sorted(r["event_id"] for r in rows) == sorted(expected)
