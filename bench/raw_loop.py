@@ -1,7 +1,8 @@
 """Baseline: a plain aiokafka consumer loop doing the worker's whole job, without Faust.
 
 getmany (large max_records) -> processors.pipeline.Pipeline.start, the worker's own batch step (as in
-the worker, a batch is validated and derived while the one before is still being written)
+the worker, a batch is derived while the one before is still being written and the next ones are validated
+in the validation process, AUTOLOGS_VALIDATION_PROCESSES)
 (validation, dead letters delivered, event-log rows, event-time reorder buffer, scenario log and
 enrollment state, the same ClickHouse inserts in the same thread) -> the changed contact states sent
 to a compacted changelog topic (delivery awaited), as the worker's Faust table does -> commit, per
@@ -77,23 +78,42 @@ async def run(group: str, max_rows: int, max_seconds: float) -> None:
         await finish(await started)
         emit(rows_written=pipeline.event_sink.stats.rows_written)  # counted once written
 
+    # The next batches are fetched and their validation started (`Pipeline.validate_ahead`) while this one is
+    # derived, as the worker's agent does. None: getmany came back empty.
+    ahead: asyncio.Queue = asyncio.Queue(maxsize=2)
+
+    async def fetch_ahead() -> None:
+        while True:
+            batches = await consumer.getmany(timeout_ms=settings.sink_max_delay_ms, max_records=max_rows)
+            if not batches:
+                await ahead.put(None)
+                continue
+            msgs = [RawMessage(tp.topic, tp.partition, m.offset, m.key, m.value, m.timestamp)
+                    for tp, ms in batches.items() for m in ms]
+            for tp, ms in batches.items():
+                in_flight.setdefault(tp, set()).update(m.offset for m in ms)  # not committed past until done
+                next_offset[tp] = ms[-1].offset + 1
+            await ahead.put((msgs, pipeline.validate_ahead(msgs)))
+
     finishing: asyncio.Task | None = None  # the batch before, still being written (as in the worker)
+    fetching = asyncio.ensure_future(fetch_ahead())
     emit(status="ready")
     try:
         while not stop.is_set() and time.monotonic() < deadline:
-            batches = await consumer.getmany(timeout_ms=settings.sink_max_delay_ms, max_records=max_rows)
-            if not batches:
+            try:
+                item = await asyncio.wait_for(ahead.get(), 1.0)
+            except asyncio.TimeoutError:
+                if fetching.done():
+                    fetching.result()  # a fetch error is raised here
+                continue
+            if item is None:
                 if finishing is not None:
                     await finishing
                     finishing = None
                 await finish(await pipeline.release_idle())
                 continue
-            msgs = [RawMessage(tp.topic, tp.partition, m.offset, m.key, m.value, m.timestamp)
-                    for tp, ms in batches.items() for m in ms]
-            for tp, ms in batches.items():
-                in_flight.setdefault(tp, set()).update(m.offset for m in ms)
-                next_offset[tp] = ms[-1].offset + 1
-            started = await pipeline.start(msgs)
+            msgs, validated = item
+            started = await pipeline.start(msgs, validated=validated)
             if finishing is not None:
                 await finishing
             finishing = asyncio.ensure_future(finish_batch(started))
@@ -102,6 +122,7 @@ async def run(group: str, max_rows: int, max_seconds: float) -> None:
         if finishing is not None:
             await finishing
     finally:
+        fetching.cancel()
         await consumer.stop()
         await producer.stop()
         ch.close()

@@ -161,9 +161,10 @@ class Pipeline:
         command_messages = [m for m in messages if m.topic == commands_topic] if commands_topic else []
         return command_messages, [m for m in messages if m.topic != commands_topic] if command_messages else messages
 
-    async def handle(self, messages: list[RawMessage], tokens: list[Any] | None = None) -> list[Any]:
+    async def handle(self, messages: list[RawMessage], tokens: list[Any] | None = None,
+                     validated: Awaitable[Validated] | None = None) -> list[Any]:
         """Process one batch; returns the tokens of the messages that are done (safe to acknowledge)."""
-        return await (await self.start(messages, tokens))
+        return await (await self.start(messages, tokens, validated))
 
     async def start(self, messages: list[RawMessage], tokens: list[Any] | None = None,
                     validated: Awaitable[Validated] | None = None) -> Awaitable[list[Any]]:
