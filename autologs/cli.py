@@ -180,9 +180,10 @@ def worker(loglevel: str) -> None:
     import processors.agents  # noqa: F401  (registers the agents and the table)
     import streams.web  # noqa: F401  (registers the pages)
     from streams.app import app
-    from autologs import gcpolicy
+    from autologs import cpupolicy, gcpolicy
 
     gcpolicy.install(settings.gc_interval_s)  # after the imports: they are frozen, never scanned again
+    cpupolicy.install(settings.engine_nice)
     from autologs.logthrottle import throttle
 
     throttle("aiokafka")  # a broker outage must not flood the log (after the imports: the loggers exist)

@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     scenario_idle_release_s: float = Field(2.0, gt=0, description="A quiet partition releases its held events after this long")
     commit_interval_s: float = Field(1.0, gt=0, description="How often the worker commits the offsets of written batches")
     gc_interval_s: float = Field(10.0, ge=0, description="The worker and the replay collect cyclic garbage every this many seconds instead of Python's automatic collector (0 = Python's default; see autologs/gcpolicy.py)")
+    engine_nice: int = Field(10, ge=0, le=19, description="The embedded engine's threads run at this nice value in the worker and the replay, so the event loop gets the cores first (0 = unchanged; see autologs/cpupolicy.py)")
     session_timeout_s: float = Field(10.0, gt=0, description="Kafka group session timeout: how fast a dead worker's partitions move")
 
     @property

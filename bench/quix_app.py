@@ -37,9 +37,9 @@ def main() -> None:
     from autologs.migrate import migrate
     from bench.common import ChangelogStates, create_changelog, emit
     from processors.deadletters import dead_letter_headers
-    from autologs import gcpolicy
+    from autologs import cpupolicy, gcpolicy
     from processors.pipeline import Pipeline
-    from processors.validate import RawMessage
+    from processors.validate import RawMessage, Validated
     from streams.topics import ensure_topics, topics
     import asyncio
 
@@ -50,6 +50,7 @@ def main() -> None:
     migrate(ch)
 
     gcpolicy.install(settings.gc_interval_s)
+    cpupolicy.install(settings.engine_nice)  # as in the worker
     loop = asyncio.new_event_loop()
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "acks": "all", "enable.idempotence": True})
 
@@ -63,16 +64,46 @@ def main() -> None:
     changelog = asyncio.run(create_changelog(settings, args.group))
     pipeline = Pipeline(settings, ch, send_dead_letters, states, commands_topic=t.commands)
 
+    chunk = max(settings.sink_max_rows // 4, 1)
+
     class PipelineSink(BatchingSink):
-        def write(self, batch):  # unused: flush() hands every partition's batch to the pipeline at once
+        """The checkpoint's messages in arrival order; every `chunk` of them is validated in the validation
+        process while quix reads the next ones (the worker and the raw loop validate whole batches ahead)."""
+
+        def __init__(self):
+            super().__init__()
+            self._arrived: list[RawMessage] = []
+            self._checks: list = []  # concurrent futures of Validated, one per chunk submitted
+            self._submitted = 0
+
+        def add(self, value, key, timestamp, headers, topic, partition, offset):
+            super().add(value, key, timestamp, headers, topic, partition, offset)  # quix's own bookkeeping
+            self._arrived.append(RawMessage(topic, partition, offset, key, value, timestamp))
+            if pipeline.validation is not None and len(self._arrived) - self._submitted >= chunk:
+                self._submit()
+
+        def _submit(self):
+            self._checks.append(pipeline.validation.submit(self._arrived[self._submitted:]))
+            self._submitted = len(self._arrived)
+
+        def write(self, batch):  # unused: flush() hands the whole checkpoint to the pipeline at once
             raise NotImplementedError
+
+        def on_paused(self):
+            super().on_paused()
+            self._arrived, self._checks, self._submitted = [], [], 0
 
         def flush(self):
             try:
-                msgs = [RawMessage(b.topic, b.partition, item.offset, item.key, item.value, item.timestamp)
-                        for b in self._batches.values() for item in b._buffer]
+                msgs, validated = self._arrived, None
+                if msgs and pipeline.validation is not None:
+                    if self._submitted < len(msgs):
+                        self._submit()
+                    parts = [c.result() for c in self._checks]
+                    validated = asyncio.sleep(0, Validated([e for p in parts for e in p.events],
+                                                           [i for p in parts for i in p.invalid]))
                 if msgs:
-                    loop.run_until_complete(pipeline.handle(msgs))
+                    loop.run_until_complete(pipeline.handle(msgs, validated=validated))
                 loop.run_until_complete(pipeline.release_idle())
                 for key, value in states.changes().items():
                     producer.produce(changelog, key=key, value=value)
@@ -83,6 +114,7 @@ def main() -> None:
                          dead_letters=pipeline.stats.dead_letters)
             finally:
                 self._batches.clear()
+                self._arrived, self._checks, self._submitted = [], [], 0
 
     app = Application(
         broker_address=settings.kafka_bootstrap,

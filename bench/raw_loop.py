@@ -23,7 +23,7 @@ import time
 async def run(group: str, max_rows: int, max_seconds: float) -> None:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from autologs import gcpolicy
+    from autologs import cpupolicy, gcpolicy
     from autologs.clickhouse import ClickHouse
     from autologs.config import get_settings
     from autologs.migrate import migrate
@@ -39,6 +39,7 @@ async def run(group: str, max_rows: int, max_seconds: float) -> None:
     ch = ClickHouse(settings)
     migrate(ch)
     gcpolicy.install(settings.gc_interval_s)
+    cpupolicy.install(settings.engine_nice)  # as in the worker
     t = topics(settings)
     producer = new_producer(settings)
     await producer.start()

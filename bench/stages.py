@@ -163,7 +163,7 @@ def _pipeline_in_process(ch, settings, n: int) -> dict:
 
     import orjson
 
-    from autologs import gcpolicy
+    from autologs import cpupolicy, gcpolicy
     from processors.pipeline import DictStates, Pipeline
     from processors.validate import RawMessage
     from streams.simulate import SimulationSpec, generate
@@ -173,6 +173,7 @@ def _pipeline_in_process(ch, settings, n: int) -> dict:
     for table in ("event_log", "scenario_log", "enrollment_state"):
         ch.command(f"TRUNCATE TABLE {{db}}.{table}")
     gcpolicy.install(settings.gc_interval_s)  # as in the worker
+    cpupolicy.install(settings.engine_nice)
     size = settings.sink_max_rows
 
     async def no_dead_letters(items) -> None:

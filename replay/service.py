@@ -6,7 +6,7 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Callable, Mapping
 
-from autologs import gcpolicy
+from autologs import cpupolicy, gcpolicy
 from autologs.clickhouse import ClickHouse
 from autologs.config import Settings
 from processors.pipeline import Pipeline
@@ -31,6 +31,7 @@ async def replay(settings: Settings, ch: ClickHouse, t_from: datetime | None, t_
                  progress: Callable[[ReplayProgress], None] | None = None,
                  live: Pipeline | None = None) -> tuple[Replay, ReplayReport]:
     gcpolicy.install(settings.gc_interval_s)  # a replay holds as many objects as a worker (no-op inside it)
+    cpupolicy.install(settings.engine_nice)
     plan = await plan_replay(settings.kafka_bootstrap, source_topics(settings, chosen), t_from, t_to)
     run = Replay(settings, ch, plan, in_place=in_place, progress=progress, live=live)
     return run, await run.run(resume=resume)

@@ -63,7 +63,8 @@ def _held_back_pipeline(db: ClickHouse) -> tuple[Pipeline, RecordingStates, thre
     """Every event released at once (no lateness), inserts held back until the gate opens."""
     states = RecordingStates()
     settings = Settings(scenario_lateness_s=0, scenario_idle_release_s=1e-9)
-    return Pipeline(settings, db, _no_dead_letters, states), states, _held_back(db)
+    gate = _held_back(db)  # before the pipeline: its tables' lanes copy the helper
+    return Pipeline(settings, db, _no_dead_letters, states), states, gate
 
 
 def test_the_next_batch_derives_from_states_not_yet_written_which_are_published_after_the_rows(db):
@@ -225,3 +226,36 @@ async def test_the_same_messages_fetched_in_other_batches_derive_the_same_rows(m
     assert late > 100  # the stream does arrive out of order
     for size in (7, 250, len(messages)):
         assert await derive(size) == first, size
+
+
+def test_each_table_is_written_in_a_lane_of_its_own(db):
+    """A slow insert into one table does not hold back the others (they used to share one thread)."""
+    gate, insert = threading.Event(), db.insert
+
+    def slow_event_log(table, *args, **kwargs):
+        if table == "event_log":
+            assert gate.wait(30), "the test never opened the gate"
+        return insert(table, *args, **kwargs)
+
+    db.insert = slow_event_log  # type: ignore[method-assign]
+    started = example("automation_started", 1, email="cy@example.com", contact_id=9)
+    pipeline = Pipeline(Settings(scenario_lateness_s=0, scenario_idle_release_s=1e-9), db, _no_dead_letters,
+                        RecordingStates())
+    assert len({id(s.ch._executor) for s in (pipeline.event_sink, pipeline.scenario_sink,  # noqa: SLF001
+                                             pipeline.enrollment_sink)}) == 3
+
+    async def story():
+        finish = asyncio.ensure_future(await pipeline.start([_message(0, started)]))
+        for _ in range(100):  # the scenario log and the state are written while the event log waits
+            if db.rows("SELECT count() FROM {db}.enrollment_state")[0][0] and \
+                    db.rows("SELECT count() FROM {db}.scenario_log")[0][0]:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the other tables waited for the event log's insert")
+        assert not finish.done() and db.rows("SELECT count() FROM {db}.event_log")[0][0] == 0
+        gate.set()
+        return await finish
+
+    assert asyncio.run(story()) == [_message(0, started)]
+    assert db.rows("SELECT count() FROM {db}.event_log")[0][0] == 1

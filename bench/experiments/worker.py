@@ -31,7 +31,7 @@ def main() -> None:
     asyncio.set_event_loop(asyncio.new_event_loop())
     from faust import Worker
 
-    from autologs import gcpolicy
+    from autologs import cpupolicy, gcpolicy
     from streams.faust_patches import install
 
     install()  # as `autologs worker` does
@@ -42,6 +42,7 @@ def main() -> None:
     from streams.app import app
 
     gcpolicy.install(settings.gc_interval_s)
+    cpupolicy.install(settings.engine_nice)
     Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
 
 
