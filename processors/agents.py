@@ -266,6 +266,10 @@ async def release_idle_partitions():
     except Exception as exc:
         crash_loudly("release_idle_partitions", exc)
     await _ack(done)
+    if done:
+        # The stream went quiet and its last events are written: commit now rather than at the next interval,
+        # so that a restart re-reads nothing of it.
+        await app.consumer.commit()
 
 
 @app.on_partitions_revoked.connect

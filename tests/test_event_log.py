@@ -284,3 +284,15 @@ async def test_the_validation_process_validates_and_its_death_loses_nothing(sett
     rows = worker.sql("SELECT event_id FROM {db}.event_log FINAL")
     expected = [e["event_id"] for e in first + second] + [example("page", 9000)["event_id"]]
     assert sorted(r["event_id"] for r in rows) == sorted(expected)
+
+
+async def test_a_quiet_stream_is_committed_once_its_held_events_are_written(settings, worker_factory):
+    """The idle release commits at once: a restart re-reads nothing of a stream that went quiet, whatever
+    the commit interval (here one minute)."""
+    names = Topics(f"{settings.topic_prefix}-quiet-{uuid.uuid4().hex[:6]}")
+    await ensure_topics(settings, names.all())
+    events = [example("page", n) for n in range(30)]
+    await publish(settings, names.events, [keyed(e) for e in events])
+    worker = worker_factory(names.prefix, AUTOLOGS_COMMIT_INTERVAL_S="60").start()
+    worker.wait_until(lambda h: h["messages"] >= len(events) and h["held"] == 0, 60, "the events released")
+    await wait_drained(settings.kafka_bootstrap, names.app_id, names.events, timeout=20)
