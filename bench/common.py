@@ -41,6 +41,25 @@ def bench_env(data_dir: Path, prefix: str, port: int, **extra: str) -> dict[str,
     }
 
 
+def process_policies(settings) -> None:
+    """The worker's GC and CPU policies, for a consumer of the benchmark (as in the worker). `--tree` runs this
+    bench/ against older trees: a policy they lack is skipped."""
+    from autologs import gcpolicy
+
+    gcpolicy.install(settings.gc_interval_s)
+    nice = getattr(settings, "engine_nice", None)
+    if nice is not None:
+        from autologs import cpupolicy
+
+        cpupolicy.install(nice)
+
+
+def validate_ahead(pipeline, messages):
+    """`Pipeline.validate_ahead`, or None in a tree without it (`--tree`)."""
+    ahead = getattr(pipeline, "validate_ahead", None)
+    return ahead(messages) if ahead is not None else None
+
+
 def emit(**fields) -> None:
     """One JSON line on stdout: how the benchmarked processes report to bench.run."""
     sys.stdout.write(json.dumps(fields) + "\n")

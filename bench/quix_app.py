@@ -35,9 +35,8 @@ def main() -> None:
     from autologs.clickhouse import ClickHouse
     from autologs.config import get_settings
     from autologs.migrate import migrate
-    from bench.common import ChangelogStates, create_changelog, emit
+    from bench.common import ChangelogStates, create_changelog, emit, process_policies, validate_ahead
     from processors.deadletters import dead_letter_headers
-    from autologs import cpupolicy, gcpolicy
     from processors.pipeline import Pipeline
     from processors.validate import RawMessage, Validated
     from streams.topics import ensure_topics, topics
@@ -49,8 +48,7 @@ def main() -> None:
     ch = ClickHouse(settings)
     migrate(ch)
 
-    gcpolicy.install(settings.gc_interval_s)
-    cpupolicy.install(settings.engine_nice)  # as in the worker
+    process_policies(settings)  # as in the worker
     loop = asyncio.new_event_loop()
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "acks": "all", "enable.idempotence": True})
 
@@ -79,7 +77,7 @@ def main() -> None:
         def add(self, value, key, timestamp, headers, topic, partition, offset):
             super().add(value, key, timestamp, headers, topic, partition, offset)  # quix's own bookkeeping
             self._arrived.append(RawMessage(topic, partition, offset, key, value, timestamp))
-            if pipeline.validation is not None and len(self._arrived) - self._submitted >= chunk:
+            if getattr(pipeline, "validation", None) is not None and len(self._arrived) - self._submitted >= chunk:
                 self._submit()
 
         def _submit(self):
@@ -96,14 +94,15 @@ def main() -> None:
         def flush(self):
             try:
                 msgs, validated = self._arrived, None
-                if msgs and pipeline.validation is not None:
+                if msgs and getattr(pipeline, "validation", None) is not None:
                     if self._submitted < len(msgs):
                         self._submit()
                     parts = [c.result() for c in self._checks]
                     validated = asyncio.sleep(0, Validated([e for p in parts for e in p.events],
                                                            [i for p in parts for i in p.invalid]))
                 if msgs:
-                    loop.run_until_complete(pipeline.handle(msgs, validated=validated))
+                    loop.run_until_complete(pipeline.handle(msgs, validated=validated) if validated is not None
+                                            else pipeline.handle(msgs))
                 loop.run_until_complete(pipeline.release_idle())
                 for key, value in states.changes().items():
                     producer.produce(changelog, key=key, value=value)

@@ -23,11 +23,10 @@ import time
 async def run(group: str, max_rows: int, max_seconds: float) -> None:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from autologs import cpupolicy, gcpolicy
     from autologs.clickhouse import ClickHouse
     from autologs.config import get_settings
     from autologs.migrate import migrate
-    from bench.common import ChangelogStates, create_changelog, emit
+    from bench.common import ChangelogStates, create_changelog, emit, process_policies, validate_ahead
     from processors.deadletters import dead_letter_headers
     from processors.pipeline import Pipeline
     from processors.validate import RawMessage
@@ -38,8 +37,7 @@ async def run(group: str, max_rows: int, max_seconds: float) -> None:
     await ensure_topics(settings)
     ch = ClickHouse(settings)
     migrate(ch)
-    gcpolicy.install(settings.gc_interval_s)
-    cpupolicy.install(settings.engine_nice)  # as in the worker
+    process_policies(settings)  # as in the worker
     t = topics(settings)
     producer = new_producer(settings)
     await producer.start()
@@ -94,7 +92,7 @@ async def run(group: str, max_rows: int, max_seconds: float) -> None:
             for tp, ms in batches.items():
                 in_flight.setdefault(tp, set()).update(m.offset for m in ms)  # not committed past until done
                 next_offset[tp] = ms[-1].offset + 1
-            await ahead.put((msgs, pipeline.validate_ahead(msgs)))
+            await ahead.put((msgs, validate_ahead(pipeline, msgs)))
 
     finishing: asyncio.Task | None = None  # the batch before, still being written (as in the worker)
     fetching = asyncio.ensure_future(fetch_ahead())
@@ -114,7 +112,7 @@ async def run(group: str, max_rows: int, max_seconds: float) -> None:
                 await finish(await pipeline.release_idle())
                 continue
             msgs, validated = item
-            started = await pipeline.start(msgs, validated=validated)
+            started = await (pipeline.start(msgs, validated=validated) if validated is not None else pipeline.start(msgs))
             if finishing is not None:
                 await finishing
             finishing = asyncio.ensure_future(finish_batch(started))

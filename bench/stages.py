@@ -163,7 +163,7 @@ def _pipeline_in_process(ch, settings, n: int) -> dict:
 
     import orjson
 
-    from autologs import cpupolicy, gcpolicy
+    from bench.common import process_policies
     from processors.pipeline import DictStates, Pipeline
     from processors.validate import RawMessage
     from streams.simulate import SimulationSpec, generate
@@ -172,8 +172,7 @@ def _pipeline_in_process(ch, settings, n: int) -> dict:
     messages = [RawMessage("bench.events", i % settings.topic_partitions, i, b"k", v, 0) for i, v in enumerate(values)]
     for table in ("event_log", "scenario_log", "enrollment_state"):
         ch.command(f"TRUNCATE TABLE {{db}}.{table}")
-    gcpolicy.install(settings.gc_interval_s)  # as in the worker
-    cpupolicy.install(settings.engine_nice)
+    process_policies(settings)  # as in the worker
     size = settings.sink_max_rows
 
     async def no_dead_letters(items) -> None:

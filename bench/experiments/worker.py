@@ -31,7 +31,7 @@ def main() -> None:
     asyncio.set_event_loop(asyncio.new_event_loop())
     from faust import Worker
 
-    from autologs import cpupolicy, gcpolicy
+    from bench.common import process_policies
     from streams.faust_patches import install
 
     install()  # as `autologs worker` does
@@ -41,8 +41,7 @@ def main() -> None:
     import streams.web  # noqa: F401
     from streams.app import app
 
-    gcpolicy.install(settings.gc_interval_s)
-    cpupolicy.install(settings.engine_nice)
+    process_policies(settings)
     Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
 
 
