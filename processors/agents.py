@@ -66,7 +66,8 @@ def pipeline_stats() -> dict:
             "sink_failures": sum(s.stats.failures for s in sinks),
             "sink_last_error": next((s.stats.last_error for s in sinks if s.stats.last_error), ""),
             "validation_processes": settings.validation_processes,
-            "validation_restarts": p.validation.restarts if p.validation else 0, "gc": gcpolicy.stats.__dict__}
+            "validation_restarts": p.validation.restarts if p.validation else 0,
+            "validation_given_up": bool(p.validation and p.validation.given_up), "gc": gcpolicy.stats.__dict__}
 
 
 def crash_loudly(agent: str, exc: BaseException) -> None:

@@ -129,11 +129,15 @@ class ValidationProcess:
     here one `recv_into(..., MSG_WAITALL)` reads a whole answer.
     """
 
+    GIVE_UP_AFTER = 3  # children in a row that died before answering: something kills every one (memory?)
+
     def __init__(self) -> None:
         self._child = None
         self._socket: socket.socket | None = None
         self._io = ThreadPoolExecutor(1, thread_name_prefix="autologs-validation")  # one batch at a time, in order
         self.restarts = 0
+        self._failed_in_a_row = 0
+        self.given_up = False  # then every batch is validated here, as with AUTOLOGS_VALIDATION_PROCESSES=0
 
     def start(self, messages: list[RawMessage]) -> asyncio.Future:
         """Begin validating `messages` there; the future gives their `Validated`."""
@@ -145,17 +149,27 @@ class ValidationProcess:
         return self._io.submit(lambda: _matched(messages, self._check_there(values)))
 
     def _check_there(self, values: list[bytes | None]) -> tuple[list, list]:
+        if self.given_up:
+            return check_values(values)
         try:
             if self._socket is None:
                 self._spawn()
             _send(self._socket, pickle.dumps(values, protocol=pickle.HIGHEST_PROTOCOL))
-            return pickle.loads(_receive(self._socket))
+            checked = pickle.loads(_receive(self._socket))
         except (OSError, EOFError, pickle.UnpicklingError) as exc:  # the child died (out of memory, a signal)
-            log.warning("the validation process failed (%s: %s); this batch of %d messages is validated in the "
-                        "worker, and a new validation process is started", type(exc).__name__, exc, len(values))
             self._discard()
             self.restarts += 1
+            self._failed_in_a_row += 1
+            self.given_up = self._failed_in_a_row >= self.GIVE_UP_AFTER
+            log.log(logging.ERROR if self.given_up else logging.WARNING,
+                    "the validation process failed (%s: %s); this batch of %d messages is validated in the worker, "
+                    "and %s", type(exc).__name__, exc, len(values),
+                    f"after {self._failed_in_a_row} failures in a row every batch will be (restart the worker to try "
+                    "a validation process again; AUTOLOGS_VALIDATION_PROCESSES=0 does without one)"
+                    if self.given_up else "a new validation process is started")
             return check_values(values)
+        self._failed_in_a_row = 0
+        return checked
 
     def _spawn(self) -> None:
         ours, theirs = socket.socketpair()

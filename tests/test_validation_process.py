@@ -60,3 +60,28 @@ def test_a_batch_whose_validation_process_died_is_validated_anyway_and_a_new_one
     assert (after_kill.events, after_kill.invalid) == (expected.events, expected.invalid)
     assert (next_one.events, next_one.invalid) == (expected.events, expected.invalid)
     assert restarts == 1 and replaced
+
+
+def test_children_that_die_every_time_are_given_up_and_validation_goes_on_here(monkeypatch):
+    messages = _messages()[:50]
+    expected = validate_batch(messages)
+
+    async def run():
+        validation = ValidationProcess()
+        spawn = validation._spawn  # noqa: SLF001
+
+        def spawn_and_kill():  # a child killed as soon as it starts (as by an out-of-memory killer)
+            spawn()
+            validation._child.kill()  # noqa: SLF001
+            validation._child.join()  # noqa: SLF001
+
+        monkeypatch.setattr(validation, "_spawn", spawn_and_kill)
+        try:
+            got = [await validation.start(messages) for _ in range(5)]
+            return got, validation.restarts, validation.given_up, validation._child  # noqa: SLF001
+        finally:
+            validation.close()
+
+    got, restarts, given_up, child = asyncio.run(run())
+    assert all((g.events, g.invalid) == (expected.events, expected.invalid) for g in got)
+    assert restarts == ValidationProcess.GIVE_UP_AFTER and given_up and child is None
