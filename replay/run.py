@@ -213,9 +213,7 @@ class Replay:
         """From the swap on, the replay writes in place, and keeps no manifest."""
         self._swapped = True
         self._keep_manifest = False
-        validation = self.pipeline.validation
         self.pipeline = self._pipeline(self.pipeline.settings, "")
-        self.pipeline.validation = validation  # the same child process
 
     async def _catch_up(self) -> int:
         from streams.topics import partitions_of
@@ -239,7 +237,10 @@ class Replay:
         return self.progress.read - before
 
     async def _read(self, ranges: dict[TopicPartition, tuple[int, int]]) -> None:
-        """Commands are few: read them first, then merge them into the events by Kafka timestamp."""
+        """Commands are few: read them first, then merge them into the events by Kafka timestamp.
+
+        Batches are validated here, not in the validation process as the worker's are: the replay waits for
+        each batch's inserts, and with the process it measured slower (bench/HISTORY.md)."""
         commands = {tp: r for tp, r in ranges.items() if tp.topic == self.names.commands}
         events = {tp: r for tp, r in ranges.items() if tp.topic != self.names.commands}
         pending_commands: dict[int, list] = {}
@@ -247,35 +248,24 @@ class Replay:
             for tp, batch in records:
                 pending_commands.setdefault(tp.partition, []).extend(batch)
 
-        commands_read: dict[TopicPartition, int] = {}
-
         def command(record) -> RawMessage:
-            # A command counts as read with the batch it is in (so a resumed replay does not skip it).
-            commands_read[TopicPartition(self.names.commands, record.partition)] = record.offset + 1
+            # A command counts as read once it is in a batch (so a resumed replay does not skip it).
+            self._positions[TopicPartition(self.names.commands, record.partition)] = record.offset + 1
             return self._raw(self.names.commands, record)
 
-        async def batches():
-            """Each batch with the positions it reaches and its validation started (`Pipeline.validate_ahead`):
-            `_ahead` builds the next ones while this one is derived."""
-            async for records, reached in self._fetch(events):
-                batch: list[RawMessage] = []
-                for tp, recs in records:
-                    queue = pending_commands.get(tp.partition, [])
-                    for r in recs:
-                        while queue and queue[0].timestamp <= r.timestamp:
-                            batch.append(command(queue.pop(0)))
-                        batch.append(self._raw(tp.topic, r))
-                yield batch, {**reached, **commands_read}, self.pipeline.validate_ahead(batch)
-                commands_read.clear()
-
-        async for batch, reached, validated in _ahead(batches(), depth=2):
+        async for records, reached in _ahead(self._fetch(events)):
             self._positions.update(reached)  # counted as read with its batch: a checkpoint never passes it
-            await self._handle(batch, validated)
+            batch: list[RawMessage] = []
+            for tp, recs in records:
+                queue = pending_commands.get(tp.partition, [])
+                for r in recs:
+                    while queue and queue[0].timestamp <= r.timestamp:
+                        batch.append(command(queue.pop(0)))
+                    batch.append(self._raw(tp.topic, r))
+            await self._handle(batch)
         leftover = sorted((r for q in pending_commands.values() for r in q), key=lambda r: r.timestamp)
         if leftover:
-            batch = [command(r) for r in leftover]
-            self._positions.update(commands_read)
-            await self._handle(batch)
+            await self._handle([command(r) for r in leftover])
 
     async def _fetch(self, ranges: dict[TopicPartition, tuple[int, int]]):
         """Batches of records within `ranges`, each with the positions it reaches (applied by the caller)."""
@@ -314,8 +304,8 @@ class Replay:
     def _raw(topic: str, r) -> RawMessage:
         return RawMessage(topic, r.partition, r.offset, r.key, r.value, r.timestamp)
 
-    async def _handle(self, batch: list[RawMessage], validated=None) -> None:
-        await self.pipeline.handle(batch, validated=validated)
+    async def _handle(self, batch: list[RawMessage]) -> None:
+        await self.pipeline.handle(batch)
         self.progress.read += len(batch)
         await self._write_manifest()
         if self.on_progress:
