@@ -259,15 +259,13 @@ class Pipeline:
         if not self.derive:
             return await self._log_only(checked.events, removals, done, token_of, len(messages), len(invalid))
 
-        entries, read_to = [], self.read_to
+        entries, log_rows, read_to = [], [], self.read_to
         new_source = tuple.__new__  # Source(...) runs a Python-level __new__: twice the cost per event
-        log_rows = checked.log_rows
-        if log_rows is None:
-            log_rows = [event_log_row(ev, (m.topic, m.partition, m.offset)) for ev, m in checked.events]
         for ev, m in checked.events:
             src = new_source(Source, (m.topic, m.partition, m.offset))
             h = Held(ev, src, token_of(m))
             entries.append((m.partition, h.order[0], h.order[1], h))
+            log_rows.append(event_log_row(ev, src))
             read_to[m.partition] = m.offset
         self.held.add_many(entries)
         released = [item for p in sorted({e[0] for e in entries}) for item in self.held.release(p)]

@@ -14,7 +14,6 @@ from typing import NamedTuple
 from pydantic import ValidationError
 
 from schemas.events import EVENT_ADAPTER, EVENT_MODELS, Envelope
-from schemas.rows import event_log_row
 
 log = logging.getLogger("autologs.validate")
 
@@ -33,8 +32,6 @@ class RawMessage(NamedTuple):
 class Validated:
     events: list[tuple[Envelope, RawMessage]]
     invalid: list[tuple[RawMessage, str]]
-    # The events' event-log rows, in the same order, when the validation process built them too; None: not yet
-    log_rows: list[list] | None = None
 
 
 UINT64_MAX = 2**64 - 1
@@ -109,16 +106,9 @@ def check_values(values: list[bytes | None]) -> tuple[list[tuple[int, Envelope]]
     return events, invalid
 
 
-def check_and_build_rows(values: list[bytes | None], sources: list[tuple[str, int, int]]) -> tuple[list, list, list]:
-    """`check_values`, and each valid event's event-log row (`sources[i]`: where message i was read)."""
-    events, invalid = check_values(values)
-    return events, invalid, [event_log_row(ev, sources[i]) for i, ev in events]
-
-
-def _matched(messages: list[RawMessage], checked: tuple) -> Validated:
-    events, invalid, *rows = checked
-    return Validated([(ev, messages[i]) for i, ev in events], [(messages[i], reason) for i, reason in invalid],
-                     *rows)
+def _matched(messages: list[RawMessage], checked: tuple[list, list]) -> Validated:
+    events, invalid = checked
+    return Validated([(ev, messages[i]) for i, ev in events], [(messages[i], reason) for i, reason in invalid])
 
 
 def validate_batch(messages: list[RawMessage]) -> Validated:
@@ -126,8 +116,7 @@ def validate_batch(messages: list[RawMessage]) -> Validated:
 
 
 class ValidationProcess:
-    """Validation of whole batches in a child process, while the caller's thread derives the batch before; the
-    child also builds the valid events' event-log rows.
+    """Validation of whole batches in a child process, while the caller's thread derives the batch before.
 
     Why: the worker's bound is its event-loop thread and the GIL that thread shares (bench/HISTORY.md), and
     pydantic's validation was the largest part of it (~4 µs per event on the simulate mix). Here that thread
@@ -157,16 +146,15 @@ class ValidationProcess:
     def submit(self, messages: list[RawMessage]) -> Future:
         """`start` for callers without an event loop running (a quixstreams sink)."""
         values = [m.value for m in messages]
-        sources = [(m.topic, m.partition, m.offset) for m in messages]
-        return self._io.submit(lambda: _matched(messages, self._check_there(values, sources)))
+        return self._io.submit(lambda: _matched(messages, self._check_there(values)))
 
-    def _check_there(self, values: list[bytes | None], sources: list[tuple[str, int, int]]) -> tuple[list, list, list]:
+    def _check_there(self, values: list[bytes | None]) -> tuple[list, list]:
         if self.given_up:
-            return check_and_build_rows(values, sources)
+            return check_values(values)
         try:
             if self._socket is None:
                 self._spawn()
-            _send(self._socket, pickle.dumps((values, sources), protocol=pickle.HIGHEST_PROTOCOL))
+            _send(self._socket, pickle.dumps(values, protocol=pickle.HIGHEST_PROTOCOL))
             checked = pickle.loads(_receive(self._socket))
         except (OSError, EOFError, pickle.UnpicklingError) as exc:  # the child died (out of memory, a signal)
             self._discard()
@@ -179,7 +167,7 @@ class ValidationProcess:
                     f"after {self._failed_in_a_row} failures in a row every batch will be (restart the worker to try "
                     "a validation process again; AUTOLOGS_VALIDATION_PROCESSES=0 does without one)"
                     if self.given_up else "a new validation process is started")
-            return check_and_build_rows(values, sources)
+            return check_values(values)
         self._failed_in_a_row = 0
         return checked
 
@@ -228,7 +216,7 @@ def _serve(sock: socket.socket) -> None:
     check_values([b"{}"])  # the validators are built before the first batch comes
     while True:
         try:
-            values, sources = pickle.loads(_receive(sock))
+            values = pickle.loads(_receive(sock))
         except (EOFError, OSError):
             return
-        _send(sock, pickle.dumps(check_and_build_rows(values, sources), protocol=pickle.HIGHEST_PROTOCOL))
+        _send(sock, pickle.dumps(check_values(values), protocol=pickle.HIGHEST_PROTOCOL))
