@@ -51,7 +51,10 @@ def summarise(path: str, events: int | None, seconds: float | None, rate: float 
             thread = frames[1] if len(frames) > 1 and frames[1].startswith("thread") else thread
         first = thread if thread != "?" else (frames[0] if frames else "")  # `--subprocesses`: the thread frame
         name = ("event loop thread (MainThread)" if "MainThread" in first else
-                "ClickHouse thread" if ("clickhouse" in first or any("concurrent/futures/thread.py" in f for f in frames))
+                "validation I/O thread (unpickling the validation process's answers)"
+                if "autologs-validation" in first or any("ValidationProcess" in f for f in frames) else
+                "ClickHouse threads (one lane per table)"
+                if ("clickhouse" in first or any("concurrent/futures/thread.py" in f for f in frames))
                 else first.split(": ", 1)[-1] or "other thread")
         stage = "other"
         leaf_frame = frames[-1] if frames else ""
