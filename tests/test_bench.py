@@ -67,12 +67,15 @@ def test_profile_summary_gives_each_threads_share_of_the_samples(tmp_path):
     raw = tmp_path / "gil.txt"
     raw.write_text(
         "thread (1): MainThread;run (asyncio/base_events.py:1);validate_batch (processors/validate.py:64) 6\n"
-        "thread (1): MainThread;run (asyncio/base_events.py:1);apply_event (processors/scenarios.py:9) 2\n"
+        "thread (1): MainThread;run (asyncio/base_events.py:1);apply_event (processors/scenarios.py:9) 1\n"
         "thread (7): clickhouse_0;_worker (concurrent/futures/thread.py:1);insert (autologs/clickhouse.py:112) 1\n"
+        "thread (8): autologs-validation_0;_worker (concurrent/futures/thread.py:1);"
+        "_check_there (processors/validate.py:150) 1\n"
         "thread (9): gc-collector;collect_once (autologs/gcpolicy.py:38) 1\n")
     threads = summarise(str(raw), events=None, seconds=None)["threads"]
     assert {t: d["share_of_samples"] for t, d in threads.items()} == {
-        "event loop thread (MainThread)": 0.8, "ClickHouse thread": 0.1, "gc-collector": 0.1}
+        "event loop thread (MainThread)": 0.7, "ClickHouse threads (one lane per table)": 0.1,
+        "validation I/O thread (unpickling the validation process's answers)": 0.1, "gc-collector": 0.1}
     main = {r["stage"]: r["samples"] for r in threads["event loop thread (MainThread)"]["stages"]}
     assert main["pydantic validation (validate_json + field validators)"] == 6
 
