@@ -130,6 +130,7 @@ class ValidationProcess:
     """
 
     GIVE_UP_AFTER = 3  # children in a row that died before answering: something kills every one (memory?)
+    ANSWER_TIMEOUT_S = 60.0  # a batch takes well under a second there: a child this late is stuck, and replaced
 
     def __init__(self) -> None:
         self._child = None
@@ -156,7 +157,7 @@ class ValidationProcess:
                 self._spawn()
             _send(self._socket, pickle.dumps(values, protocol=pickle.HIGHEST_PROTOCOL))
             checked = pickle.loads(_receive(self._socket))
-        except (OSError, EOFError, pickle.UnpicklingError) as exc:  # the child died (out of memory, a signal)
+        except (OSError, EOFError, pickle.UnpicklingError) as exc:  # the child died (out of memory, a signal) or hung
             self._discard()
             self.restarts += 1
             self._failed_in_a_row += 1
@@ -173,6 +174,7 @@ class ValidationProcess:
 
     def _spawn(self) -> None:
         ours, theirs = socket.socketpair()
+        ours.settimeout(self.ANSWER_TIMEOUT_S)  # a stuck child raises socket.timeout (an OSError) here
         # spawn, not fork: the worker has threads (Faust's consumer, ClickHouse's), which a fork would copy mid-flight
         child = get_context("spawn").Process(target=_serve, args=(theirs,), name="autologs-validation", daemon=True)
         child.start()

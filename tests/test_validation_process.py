@@ -85,3 +85,27 @@ def test_children_that_die_every_time_are_given_up_and_validation_goes_on_here(m
     got, restarts, given_up, child = asyncio.run(run())
     assert all((g.events, g.invalid) == (expected.events, expected.invalid) for g in got)
     assert restarts == ValidationProcess.GIVE_UP_AFTER and given_up and child is None
+
+
+def test_a_stuck_child_is_replaced_and_the_batch_validated_here(monkeypatch):
+    messages = _messages()[:50]
+    expected = validate_batch(messages)
+    monkeypatch.setattr(ValidationProcess, "ANSWER_TIMEOUT_S", 1.0)
+
+    async def run():
+        validation = ValidationProcess()
+        try:
+            await validation.start(messages[:5])  # the child is up
+            stuck = validation._child.pid  # noqa: SLF001
+            os.kill(stuck, signal.SIGSTOP)  # alive, never answering
+            got = await validation.start(messages)
+            after = await validation.start(messages)
+            return got, after, validation.restarts, stuck, validation._child.pid  # noqa: SLF001
+        finally:
+            validation.close()
+
+    got, after, restarts, stuck, child = asyncio.run(run())
+    assert (got.events, got.invalid) == (expected.events, expected.invalid)
+    assert (after.events, after.invalid) == (expected.events, expected.invalid)
+    assert restarts == 1 and child != stuck
+    assert not os.path.exists(f"/proc/{stuck}") or "Z" in open(f"/proc/{stuck}/stat").read().split()[2]
