@@ -6,6 +6,7 @@ import logging
 import pickle
 import socket
 import struct
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -155,8 +156,16 @@ class ValidationProcess:
         try:
             if self._socket is None:
                 self._spawn()
-            _send(self._socket, pickle.dumps(values, protocol=pickle.HIGHEST_PROTOCOL))
-            checked = pickle.loads(_receive(self._socket))
+            # A stuck child is killed, and then fails like a dead one. (Not a socket timeout: that makes the
+            # socket non-blocking, and MSG_WAITALL then returns part of a large answer.)
+            watchdog = threading.Timer(self.ANSWER_TIMEOUT_S, self._child.kill)
+            watchdog.daemon = True
+            watchdog.start()
+            try:
+                _send(self._socket, pickle.dumps(values, protocol=pickle.HIGHEST_PROTOCOL))
+                checked = pickle.loads(_receive(self._socket))
+            finally:
+                watchdog.cancel()
         except (OSError, EOFError, pickle.UnpicklingError) as exc:  # the child died (out of memory, a signal) or hung
             self._discard()
             self.restarts += 1
@@ -174,7 +183,6 @@ class ValidationProcess:
 
     def _spawn(self) -> None:
         ours, theirs = socket.socketpair()
-        ours.settimeout(self.ANSWER_TIMEOUT_S)  # a stuck child raises socket.timeout (an OSError) here
         # spawn, not fork: the worker has threads (Faust's consumer, ClickHouse's), which a fork would copy mid-flight
         child = get_context("spawn").Process(target=_serve, args=(theirs,), name="autologs-validation", daemon=True)
         child.start()

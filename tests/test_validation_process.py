@@ -109,3 +109,20 @@ def test_a_stuck_child_is_replaced_and_the_batch_validated_here(monkeypatch):
     assert (after.events, after.invalid) == (expected.events, expected.invalid)
     assert restarts == 1 and child != stuck
     assert not os.path.exists(f"/proc/{stuck}") or "Z" in open(f"/proc/{stuck}/stat").read().split()[2]
+
+
+def test_a_batch_as_large_as_the_workers_comes_back_whole():
+    """20,000 events (the worker's batch, ~3 MB each way) through the socket pair: no failure, no restart."""
+    values = [orjson.dumps(ev) for ev in generate(SimulationSpec(contacts=3000, max_events=20_000))]
+    messages = [RawMessage("t.events", i % 4, i, b"k", v, 0) for i, v in enumerate(values)]
+
+    async def run():
+        validation = ValidationProcess()
+        try:
+            return [await validation.start(messages) for _ in range(2)], validation.restarts
+        finally:
+            validation.close()
+
+    (first, second), restarts = asyncio.run(run())
+    assert restarts == 0 and len(first.events) == len(second.events) == 20_000
+    assert first.events == second.events
