@@ -97,6 +97,12 @@ def _start_batches(stream) -> BatchInbox:
     return _inbox
 
 
+def _live(messages: list) -> list:
+    """Those fetched in the consumer's current generation, while its flow is active (not stale after a rebalance)."""
+    generation, active = app.consumer_generation_id, app.flow_control.is_active()
+    return [m for m in messages if active and m.generation_id == generation] if active else []
+
+
 async def take_batches(inbox: BatchInbox, within: float) -> AsyncIterator[list]:
     """Batches of fetched messages, not acknowledged yet (see `ack_many`).
 
@@ -107,8 +113,7 @@ async def take_batches(inbox: BatchInbox, within: float) -> AsyncIterator[list]:
     """
     while True:
         batch = await inbox.take(within)
-        generation, active = app.consumer_generation_id, app.flow_control.is_active()
-        live = [m for m in batch if active and m.generation_id == generation]
+        live = _live(batch)
         if live:
             _in_order.delivered(live)
             yield live
@@ -138,7 +143,7 @@ async def validated_ahead(inbox: BatchInbox, within: float) -> AsyncIterator[tup
                 return
             messages, generation, validated = next_batch.result()
             if generation != app.consumer_generation_id or not app.flow_control.is_active():
-                live = [m for m in messages if app.flow_control.is_active() and m.generation_id == app.consumer_generation_id]
+                live = _live(messages)
                 if validated is not None:
                     validated.cancel()
                 messages, validated = live, None
