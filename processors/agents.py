@@ -103,8 +103,9 @@ def _live(messages: list) -> list:
     return [m for m in messages if active and m.generation_id == generation] if active else []
 
 
-async def take_batches(inbox: BatchInbox, within: float) -> AsyncIterator[list]:
-    """Batches of fetched messages, not acknowledged yet (see `ack_many`).
+async def take_batches(inbox: BatchInbox, within: float) -> AsyncIterator[tuple[list, float]]:
+    """Batches of fetched messages, not acknowledged yet (see `ack_many`), each with when its newest message
+    was fetched (`BatchInbox.taken_fetched_at`).
 
     Messages fetched before a rebalance (another generation, or while the flow is suspended) are
     dropped, not acknowledged: after the rebalance the consumer seeks to the committed offsets, so the
@@ -116,10 +117,10 @@ async def take_batches(inbox: BatchInbox, within: float) -> AsyncIterator[list]:
         live = _live(batch)
         if live:
             _in_order.delivered(live)
-            yield live
+            yield live, inbox.taken_fetched_at
 
 
-async def validated_ahead(inbox: BatchInbox, within: float) -> AsyncIterator[tuple[list, object]]:
+async def validated_ahead(inbox: BatchInbox, within: float) -> AsyncIterator[tuple[list, object, float]]:
     """Batches, each with its validation already started (`Pipeline.validate_ahead`): the next batch is validated
     in the validation process while this one is derived. At most three batches wait here, validated or being so.
 
@@ -129,8 +130,8 @@ async def validated_ahead(inbox: BatchInbox, within: float) -> AsyncIterator[tup
     ready: asyncio.Queue = asyncio.Queue(maxsize=2)
 
     async def take_and_validate() -> None:
-        async for messages in take_batches(inbox, within):
-            await ready.put((messages, app.consumer_generation_id, pipeline().validate_ahead(messages)))
+        async for messages, fetched_at in take_batches(inbox, within):
+            await ready.put((messages, app.consumer_generation_id, pipeline().validate_ahead(messages), fetched_at))
 
     taking = asyncio.ensure_future(take_and_validate())
     try:
@@ -141,14 +142,14 @@ async def validated_ahead(inbox: BatchInbox, within: float) -> AsyncIterator[tup
                 next_batch.cancel()
                 taking.result()  # take_batches ended: raise what ended it
                 return
-            messages, generation, validated = next_batch.result()
+            messages, generation, validated, fetched_at = next_batch.result()
             if generation != app.consumer_generation_id or not app.flow_control.is_active():
                 live = _live(messages)
                 if validated is not None:
                     validated.cancel()
                 messages, validated = live, None
             if messages:
-                yield messages, validated
+                yield messages, validated, fetched_at
     finally:
         taking.cancel()
 
@@ -163,9 +164,10 @@ async def ingest_events(stream):
     finishing: asyncio.Task | None = None
     try:
         inbox = _start_batches(stream)
-        async for messages, validated in validated_ahead(inbox, settings.sink_max_delay_ms / 1000):
+        async for messages, validated, fetched_at in validated_ahead(inbox, settings.sink_max_delay_ms / 1000):
             # This batch is derived while the one before is still being written, and the next one validated.
-            finish = await pipeline().start(messages, validated=validated)  # InboxMessage: read and acked as is
+            # (InboxMessage: read and acked as is.)
+            finish = await pipeline().start(messages, validated=validated, fetched_at=fetched_at)
             if finishing is not None:
                 await finishing
             finishing = asyncio.ensure_future(_finish_and_ack(finish))
@@ -250,8 +252,12 @@ def watch_fetch_answers() -> None:
 def caught_up(partition: int, quiet_for_s: float) -> bool:
     """A partition is quiet, not stalled, when the broker answered its fetches after it had been quiet for the
     idle time (so it saw nothing more then), has answered without a stall for the idle time (producers cut off
-    by an outage get that long to send what they kept), and the consumer has everything up to its end. What it
-    holds would otherwise be derived before the events that follow it, which may come earlier in event time."""
+    by an outage get that long to send what they kept), the consumer has everything up to its end, and the agent
+    has taken in everything fetched of it (its quiet counts from its last fetch: `ReorderBuffer.add_many`). What
+    it holds would otherwise be derived before the events that follow it, which may come earlier in event time."""
+    fetched = _inbox.last_offset(TopicPartition(_events_topic, partition)) if _inbox is not None else None
+    if fetched is not None and pipeline().read_to.get(partition, -1) < fetched:
+        return False  # fetched, still waiting for the agent (a backlog is not a quiet stream)
     state = _fetch_state(partition)
     if state is None or state.timestamp is None or state.highwater is None or not state.has_valid_position:
         return True  # not reading it (yet): nothing to wait for

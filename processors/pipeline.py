@@ -170,7 +170,8 @@ class Pipeline:
         return await (await self.start(messages, tokens, validated))
 
     async def start(self, messages: list[RawMessage], tokens: list[Any] | None = None,
-                    validated: Awaitable[Validated] | None = None) -> Awaitable[list[Any]]:
+                    validated: Awaitable[Validated] | None = None,
+                    fetched_at: float | None = None) -> Awaitable[list[Any]]:
         """Validate and derive one batch, and start its inserts. The awaitable returned finishes it: the
         rows written, then the contact states published; it gives the tokens that are done.
 
@@ -179,11 +180,12 @@ class Pipeline:
 
         The next batch may start before this one finishes: it derives from this one's states, which are
         remembered at once. Batches finish in the order they started. `validated`: what `validate_ahead` gave
-        for these messages.
+        for these messages. `fetched_at`: when the newest of them was fetched (`time.monotonic()`), which the
+        idle release counts quiet partitions from (`ReorderBuffer.add_many`); default: now.
         """
         checked = await validated if validated is not None else None
         async with self.lock:
-            return await self._start(messages, tokens, checked)
+            return await self._start(messages, tokens, checked, fetched_at)
 
     async def release_idle(self, caught_up: Callable[[int, float], bool] | None = None) -> list[Any]:
         """Called periodically: derive what quiet partitions hold (see ReorderBuffer.release_idle). Returns
@@ -230,8 +232,8 @@ class Pipeline:
             self.read_to.pop(p, None)
         return self.held.drop_partitions(partitions)
 
-    async def _start(self, messages: list[RawMessage], tokens: list[Any] | None,
-                     checked: Validated | None) -> Awaitable[list[Any]]:
+    async def _start(self, messages: list[RawMessage], tokens: list[Any] | None, checked: Validated | None,
+                     fetched_at: float | None = None) -> Awaitable[list[Any]]:
         # One pass per message where possible, and no pairs or maps of messages unless tokens are given:
         # everything built here per event is also freed per event.
         if tokens is None:
@@ -267,7 +269,10 @@ class Pipeline:
             entries.append((m.partition, h.order[0], h.order[1], h))
             log_rows.append(event_log_row(ev, src))
             read_to[m.partition] = m.offset
-        self.held.add_many(entries)
+        for m, _ in invalid:  # read too: the idle release waits until everything fetched is read (agents.caught_up)
+            if m.topic != self.commands_topic and m.offset > read_to.get(m.partition, -1):
+                read_to[m.partition] = m.offset
+        self.held.add_many(entries, fetched_at)
         released = [item for p in sorted({e[0] for e in entries}) for item in self.held.release(p)]
         self.stats.messages += len(messages)
         self.stats.events += len(checked.events)

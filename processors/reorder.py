@@ -30,6 +30,10 @@ class ReorderBuffer:
         self._released: dict[int, list] = {}
         self._watermark: dict[int, int] = {}
         self._last_arrival: dict[int, float] = {}
+        # When each partition's newest events were fetched, if the caller says (else: when they were added). The
+        # idle release counts the quiet from it: a worker busy with a backlog is not a stream gone quiet, but a
+        # stream it has read to the end is quiet from its last fetch, not from when the worker got to it.
+        self._fetched: dict[int, float] = {}
         self._seq = itertools.count()
 
     def __len__(self) -> int:
@@ -38,8 +42,9 @@ class ReorderBuffer:
     def add(self, partition: int, t_ms: int, event_id: str, item: Any) -> None:
         self.add_many([(partition, t_ms, event_id, item)])
 
-    def add_many(self, entries: list[tuple[int, int, str, Any]]) -> None:
-        """(partition, event time, event_id, item) of one batch, in arrival order: the clocks are read once."""
+    def add_many(self, entries: list[tuple[int, int, str, Any]], fetched_at: float | None = None) -> None:
+        """(partition, event time, event_id, item) of one batch, in arrival order: the clocks are read once.
+        `fetched_at`: when the newest of them was fetched (this buffer's monotonic clock), for `release_idle`."""
         wall, now, seq, push, pop = self._wall_ms(), self._monotonic(), self._seq, heapq.heappush, heapq.heappop
         heaps, watermark, arrived, released = self._heaps, self._watermark, self._last_arrival, self._released
         lateness = self.lateness_ms
@@ -58,6 +63,9 @@ class ReorderBuffer:
                 while heap and heap[0][0] < mark - lateness:
                     out.append(pop(heap)[3])
             arrived[partition] = now
+        fetched = now if fetched_at is None else fetched_at
+        for partition in {e[0] for e in entries}:
+            self._fetched[partition] = fetched
 
     def partitions(self) -> list[int]:
         return [p for p, h in self._heaps.items() if h] + [p for p, r in self._released.items()
@@ -79,13 +87,14 @@ class ReorderBuffer:
         return out
 
     def release_idle(self, caught_up: Callable[[int, float], bool] | None = None) -> list[Any]:
-        """Everything held by partitions quiet for `idle_s`. Busy partitions are left to `release`, called
-        as their events arrive: a timer releasing them too would only compete with the batches.
-        `caught_up(partition, quiet_for_s)` tells a quiet stream from a stalled fetch (a broker outage): only
-        a partition the broker says has nothing more is quiet."""
+        """Everything held by partitions quiet for `idle_s` since their newest events were fetched (see
+        `add_many`). Busy partitions are left to `release`, called as their events arrive: a timer releasing
+        them too would only compete with the batches. `caught_up(partition, quiet_for_s)` tells a quiet stream
+        from a stalled fetch (a broker outage), and, with `fetched_at`, says whether everything fetched of the
+        partition has been added: only a partition the broker says has nothing more is quiet."""
         now = self._monotonic()
-        quiet = [p for p, heap in self._heaps.items() if heap and now - self._last_arrival.get(p, 0.0) >= self.idle_s
-                 and (caught_up is None or caught_up(p, now - self._last_arrival.get(p, 0.0)))]
+        quiet = [p for p, heap in self._heaps.items() if heap and now - self._fetched.get(p, 0.0) >= self.idle_s
+                 and (caught_up is None or caught_up(p, now - self._fetched.get(p, 0.0)))]
         return [item for p in quiet for item in self.release(p, force=True)]
 
     def take_contact(self, partition: int, belongs: Callable[[Any], bool], up_to_ms: int) -> list[Any]:
@@ -105,4 +114,5 @@ class ReorderBuffer:
             dropped += len(self._heaps.pop(p, [])) + len(self._released.pop(p, []))
             self._watermark.pop(p, None)
             self._last_arrival.pop(p, None)
+            self._fetched.pop(p, None)
         return dropped

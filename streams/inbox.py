@@ -26,6 +26,8 @@ class BatchInbox:
         self._batch_ready = asyncio.Event()
         self._space = asyncio.Event()
         self._space.set()
+        self.taken_fetched_at = 0.0  # when the newest message of the last batch taken was put (time.monotonic())
+        self._last_offsets: dict[Any, int] = {}  # per `tp`: the offset of the newest message put (`put_many`)
 
     def __len__(self) -> int:
         return len(self._messages)
@@ -49,6 +51,9 @@ class BatchInbox:
         if not messages:
             return
         self._messages.extend(messages)
+        last = messages[-1]
+        if hasattr(last, "tp"):
+            self._last_offsets[last.tp] = last.offset
         self._arrivals.append([time.monotonic(), len(messages)])
         n = len(self._messages)
         self._arrived.set()
@@ -56,6 +61,10 @@ class BatchInbox:
             self._batch_ready.set()
         if n >= self.maxsize:
             self._space.clear()
+
+    def last_offset(self, tp: Any) -> int | None:
+        """The offset of the newest message of `tp` put here (its messages come from one partition fetch each)."""
+        return self._last_offsets.get(tp)
 
     async def wait_space(self) -> None:
         await self._space.wait()
@@ -79,6 +88,7 @@ class BatchInbox:
         arrivals = self._arrivals
         while n:
             oldest = arrivals[0]
+            self.taken_fetched_at = oldest[0]
             if oldest[1] <= n:
                 n -= oldest[1]
                 arrivals.popleft()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -168,3 +169,51 @@ async def test_within_counts_from_the_oldest_waiting_message_not_from_the_take()
     started = loop.time()
     assert await inbox.take(within=0.2) == ["e"]
     assert 0.15 <= loop.time() - started < 2.0  # a fresh arrival still waits for company
+
+
+async def test_a_batch_says_when_its_newest_message_was_fetched_and_the_inbox_each_partitions_last_offset():
+    """What the idle release counts a partition's quiet from, and checks the agent has read (agents.caught_up)."""
+    from types import SimpleNamespace
+
+    def fetched(tp: str, offsets: range) -> list:
+        return [SimpleNamespace(tp=tp, offset=o) for o in offsets]
+
+    inbox = BatchInbox(maxsize=200, batch_rows=3)
+    inbox.put_many(fetched("p0", range(0, 2)))
+    await asyncio.sleep(0.2)
+    second = time.monotonic()
+    inbox.put_many(fetched("p1", range(10, 14)))
+    assert (inbox.last_offset("p0"), inbox.last_offset("p1"), inbox.last_offset("p2")) == (1, 13, None)
+    assert [m.offset for m in await inbox.take(within=5.0)] == [0, 1, 10]
+    assert inbox.taken_fetched_at >= second  # its newest message came with the second fetch
+
+    inbox = BatchInbox(maxsize=200, batch_rows=2)
+    inbox.put_many(fetched("p0", range(0, 2)))
+    first_done = time.monotonic()
+    await asyncio.sleep(0.2)
+    inbox.put_many(fetched("p1", range(10, 12)))
+    assert [m.offset for m in await inbox.take(within=5.0)] == [0, 1]
+    assert inbox.taken_fetched_at <= first_done  # all of the first fetch: not the time of the one after
+    assert [m.offset for m in await inbox.take(within=5.0)] == [10, 11] and inbox.taken_fetched_at > first_done
+
+
+def test_a_partition_whose_fetched_messages_the_agent_has_not_read_yet_is_not_quiet(monkeypatch):
+    """The idle release counts a partition's quiet from its last fetch: a backlog still in the inbox must hold
+    it back, or the held events would be derived before the ones waiting there (agents.caught_up)."""
+    from types import SimpleNamespace
+
+    from aiokafka import TopicPartition
+
+    from processors import agents
+
+    inbox = BatchInbox(maxsize=10, batch_rows=5)
+    tp = TopicPartition(agents._events_topic, 0)
+    inbox.put_many([SimpleNamespace(tp=tp, offset=o) for o in (7, 8)])
+    read = SimpleNamespace(read_to={0: 7})
+    monkeypatch.setattr(agents, "_inbox", inbox)
+    monkeypatch.setattr(agents, "_pipeline", read)
+    monkeypatch.setattr(agents, "_fetch_state", lambda partition: None)  # the consumer waits for nothing more
+    assert not agents.caught_up(0, 10.0)  # offset 8 is fetched, not read
+    read.read_to[0] = 8
+    assert agents.caught_up(0, 10.0)
+    assert agents.caught_up(1, 10.0)  # nothing fetched of it here

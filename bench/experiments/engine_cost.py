@@ -66,6 +66,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--settle", type=float, default=20.0, help="seconds counted after the last insert (merges)")
     ap.add_argument("--only", default="", help="comma-separated tables to insert (default: all)")
     ap.add_argument("--drop-views", action="store_true", help="without the copies' materialized views")
+    ap.add_argument("--table-settings", default="",
+                    help="MergeTree settings of every table, e.g. merge_selector_base=8 (ALTER TABLE ... MODIFY SETTING)")
+    ap.add_argument("--stop-merges", action="store_true", help="no merges at all (their share of the cost)")
     args = ap.parse_args(argv)
     data = tempfile.mkdtemp(prefix="autologs-engine-cost-")
     os.environ["AUTOLOGS_DATA_DIR"] = data
@@ -85,6 +88,14 @@ def main(argv: list[str] | None = None) -> None:
             for (view,) in ch.rows("SELECT name FROM system.tables WHERE database = {d:String} AND "
                                    "engine = 'MaterializedView'", {"d": ch.database}):
                 ch.command(f"DROP TABLE {{db}}.`{view}`")
+        tables = [name for (name,) in ch.rows("SELECT name FROM system.tables WHERE database = {d:String} AND "
+                                              "engine LIKE '%MergeTree'", {"d": ch.database})]
+        if args.table_settings:
+            for name in tables:
+                ch.command(f"ALTER TABLE {{db}}.`{name}` MODIFY SETTING {args.table_settings}")
+        if args.stop_merges:
+            for name in tables:
+                ch.command(f"SYSTEM STOP MERGES {{db}}.`{name}`")
         only = set(filter(None, args.only.split(",")))
         per_table: dict[str, float] = {}
         start = _cpu_s()
@@ -99,7 +110,9 @@ def main(argv: list[str] | None = None) -> None:
         total = _cpu_s() - start
         us = 1e6 / args.events
         print(f"settings: {extra or 'default'}; tables: {', '.join(sorted(only)) or 'all'}"
-              + ("; without the copies' views" if args.drop_views else ""))
+              + ("; without the copies' views" if args.drop_views else "")
+              + (f"; tables with {args.table_settings}" if args.table_settings else "")
+              + ("; merges stopped" if args.stop_merges else ""))
         for table, s in sorted(per_table.items(), key=lambda kv: -kv[1]):
             print(f"  {table:20s} {s * us:6.2f} CPU-µs per event (inserts, their views included)")
         print(f"inserts {inserted * us:.2f}, with {args.settle:.0f} s of merges after {total * us:.2f} CPU-µs per event")
