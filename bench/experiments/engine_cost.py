@@ -116,6 +116,9 @@ def main(argv: list[str] | None = None) -> None:
         for table, s in sorted(per_table.items(), key=lambda kv: -kv[1]):
             print(f"  {table:20s} {s * us:6.2f} CPU-µs per event (inserts, their views included)")
         print(f"inserts {inserted * us:.2f}, with {args.settle:.0f} s of merges after {total * us:.2f} CPU-µs per event")
+        parts = ch.rows("SELECT table, count() FROM system.parts WHERE database = {d:String} AND active "
+                        "GROUP BY table ORDER BY table", {"d": ch.database})
+        print("active parts after:", ", ".join(f"{t} {n}" for t, n in parts))
     finally:
         shutil.rmtree(data, ignore_errors=True)
 
